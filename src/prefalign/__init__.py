@@ -1,0 +1,42 @@
+"""prefalign: measure and improve how well text-to-image generations match human preference.
+
+The public API. Heavy modules (torch, transformers) load on first use, so ``import prefalign``
+stays fast for the command line.
+
+    >>> import prefalign
+    >>> scorer = prefalign.load_scorer("path/to/hps-v2")          # doctest: +SKIP
+    >>> scorer.score(["a.png", "b.png"], "a red circle")          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it
+_LAZY = {
+    "load_scorer": "prefalign.scoring",
+    "list_scorers": "prefalign.scoring",
+    "Scorer": "prefalign.scoring",
+    "convert_checkpoint": "prefalign.scoring",
+    "load_dataset": "prefalign.data",
+    "save_dataset": "prefalign.data",
+    "Record": "prefalign.data",
+    "Dataset": "prefalign.data",
+    "load_image": "prefalign.data",
+    "Preprocess": "prefalign.data",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'prefalign' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

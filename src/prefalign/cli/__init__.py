@@ -1,0 +1,1 @@
+"""The ``prefalign`` command line: one thin module per command group."""

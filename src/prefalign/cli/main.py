@@ -1,0 +1,74 @@
+"""Entry point of the ``prefalign`` command.
+
+Each command group lives in its own module exposing ``register(subparsers)``; modules are
+imported only when listed here, and heavy libraries only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+# Command groups, in the order ``prefalign --help`` lists them.
+COMMAND_MODULES = (
+    "prefalign.cli.score",
+    "prefalign.cli.convert",
+    "prefalign.cli.data",
+    "prefalign.cli.demo",
+)
+
+
+from prefalign.errors import PrefalignError
+
+
+class CommandError(PrefalignError):
+    """An error a command reports as one clear line and exit status 2, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prefalign",
+        description="Measure and improve how well text-to-image generations match human preference.",
+    )
+    from prefalign import __version__
+
+    parser.add_argument("--version", action="version", version=f"prefalign {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a command group not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return int(args.func(args) or 0)
+    except PrefalignError as exc:
+        print(f"prefalign {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"prefalign {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The one dataset format: a directory with ``records.parquet`` and the images it references.
+
+One record is a prompt shown with n >= 1 images and what people said of them: a single choice
+(``chosen``), a ranking with ties (``ranks``, lower is better; a pair with a tie is
+``ranks=[0, 0]``), or per-image ``ratings`` (binary good/bad or graded). Images are paths
+relative to the dataset directory, or URLs not fetched yet. Parquet keeps it readable by
+pyarrow, pandas, polars and ``datasets.load_dataset("parquet", ...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prefalign.errors import PrefalignError
+
+RECORDS_FILE = "records.parquet"
+
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("images", pa.list_(pa.string()), nullable=False),
+        pa.field("chosen", pa.int32()),
+        pa.field("ranks", pa.list_(pa.int32())),
+        pa.field("ratings", pa.list_(pa.float32())),
+        pa.field("user", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("split", pa.string()),
+        pa.field("meta", pa.string()),
+    ]
+)
+
+
+class DatasetError(PrefalignError, ValueError):
+    """A dataset that cannot be read or written, naming the file and the reason."""
+
+
+@dataclass
+class Record:
+    """One prompt, its images, and what people said of them."""
+
+    prompt: str
+    images: list[str]
+    id: str = ""
+    chosen: int | None = None
+    ranks: list[int] | None = None
+    ratings: list[float] | None = None
+    user: str | None = None
+    source: str = ""
+    split: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "prompt": self.prompt,
+            "images": list(self.images),
+            "chosen": self.chosen,
+            "ranks": None if self.ranks is None else list(self.ranks),
+            "ratings": None if self.ratings is None else [float(r) for r in self.ratings],
+            "user": self.user,
+            "source": self.source,
+            "split": self.split,
+            "meta": json.dumps(self.meta, ensure_ascii=False, sort_keys=True),
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Record:
+        meta = row.get("meta")
+        return cls(
+            id=row.get("id") or "",
+            prompt=row["prompt"],
+            images=list(row["images"]),
+            chosen=row.get("chosen"),
+            ranks=None if row.get("ranks") is None else list(row["ranks"]),
+            ratings=None if row.get("ratings") is None else list(row["ratings"]),
+            user=row.get("user"),
+            source=row.get("source") or "",
+            split=row.get("split"),
+            meta=json.loads(meta) if meta else {},
+        )
+
+
+class Dataset:
+    """Records plus the directory their relative image paths resolve against."""
+
+    def __init__(self, root: str | Path, records: list[Record]):
+        self.root = Path(root)
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records)
+
+    def __getitem__(self, i: int) -> Record:
+        return self.records[i]
+
+    def image_path(self, image: str) -> str:
+        """Resolve one entry of ``Record.images``: URLs stay URLs, relative paths join ``root``."""
+        if "://" in image:
+            return image
+        p = Path(image)
+        return str(p if p.is_absolute() else self.root / p)
+
+    def __repr__(self) -> str:
+        return f"Dataset({str(self.root)!r}, records={len(self.records)})"
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Read a dataset directory (or its ``records.parquet`` file)."""
+    path = Path(path)
+    file = path if path.suffix == ".parquet" else path / RECORDS_FILE
+    if not file.exists():
+        raise DatasetError(f"{file}: not a prefalign dataset (no {RECORDS_FILE})")
+    try:
+        table = pq.read_table(file)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DatasetError(f"{file}: cannot read records ({exc})") from None
+    missing = {"prompt", "images"} - set(table.column_names)
+    if missing:
+        raise DatasetError(f"{file}: missing required columns {sorted(missing)}")
+    return Dataset(file.parent, [Record.from_row(r) for r in table.to_pylist()])
+
+
+def save_dataset(records: Iterable[Record], path: str | Path) -> Path:
+    """Write ``records`` to ``path/records.parquet`` atomically (temporary file, then rename).
+
+    Records without an id get their position as id. An interrupted write leaves the previous
+    file, if any, untouched.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, rec in enumerate(records):
+        row = rec.to_row()
+        row["id"] = row["id"] or str(i)
+        rows.append(row)
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    target = path / RECORDS_FILE
+    fd, tmp = tempfile.mkstemp(prefix=".records-", suffix=".parquet.tmp", dir=path)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
