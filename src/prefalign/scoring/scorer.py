@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from prefalign.data.images import ImageInput, ImageLoadError, Preprocess
+from prefalign.errors import PrefalignError
 from prefalign.scoring.model_format import TEXT_FREE_KINDS, ScorerSpec
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Distinct prompts kept encoded; a dataset with more simply re-encodes the oldest.
 TEXT_CACHE_SIZE = 65536
+
+
+class ScoreError(PrefalignError, ValueError):
+    """A record that cannot be scored (e.g. an empty prompt)."""
 
 
 @dataclass
@@ -268,7 +273,7 @@ class Scorer:
         def fail(rec: int, img: int | None, source: str, reason: str) -> None:
             failure = ScoreFailure(rec, img, source, reason)
             if strict:
-                raise ImageLoadError(source, reason)
+                raise ImageLoadError(source, reason) if img is not None else ScoreError(str(failure))
             failures.append(failure)
             logger.debug("skipped %s", failure)
 
