@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ DEFAULT_MAX_PIXELS = 89_478_485
 
 PREPROCESS_MODES = ("pad", "center-crop")
 
-ImageInput = Union[str, Path, Image.Image, torch.Tensor, np.ndarray, bytes]
+ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray | bytes
 
 
 class ImageLoadError(PrefalignError, ValueError):
