@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "safetensors + tokenizer + prefalign.json) that `prefalign score` and `load_scorer` read. "
         "Dimensions are read off the checkpoint; legacy pickles load with torch.load(weights_only=True).",
         epilog="families:\n"
-        "  hps-v1        HPS v1 hpc.pt (OpenAI CLIP layout, QuickGELU), scored as 100*cos, pad preprocessing\n"
+        "  hps-v1        HPS v1 hpc.pt (OpenAI CLIP layout, QuickGELU), scored as 100*cos\n"
         "  openai-clip   any OpenAI CLIP ViT checkpoint, scored as cos (CLIP score)\n"
         "  hps-v2        HPS v2 / v2.1 (HPS_v2_compressed.pt, HPS_v2.1_compressed.pt; open_clip ViT-H-14)\n"
         "  hps-v2.1      same as hps-v2\n"
@@ -50,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--text-heads", type=int, help="attention heads of the text tower (default: width/64)")
     p.add_argument("--kind", choices=sorted(SCORE_KINDS), help="override the family's score kind")
+    p.add_argument(
+        "--preprocess",
+        choices=("pad", "center-crop"),
+        help="override the family's preprocessing (hps-v2: pad; the others: center-crop)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=run)
 
@@ -67,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         vision_heads=args.vision_heads,
         text_heads=args.text_heads,
         kind=args.kind,
+        preprocess=args.preprocess,
         overwrite=args.overwrite,
     )
     spec = ScorerSpec.load(out)

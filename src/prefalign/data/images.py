@@ -2,9 +2,10 @@
 
 Two preprocessing modes exist because the originals differ:
 
-* ``pad`` — HPS v1/v2: bicubic resize of the longest edge to the input size, then centred zero
+* ``pad`` — HPS v2 (and the HPS paper's training): bicubic resize of the longest edge to the input size, then centred zero
   (black) padding of the shorter side (open_clip's ``ResizeMaxSize``).
-* ``center-crop`` — OpenAI CLIP, PickScore, the LAION aesthetic predictor: bicubic resize of
+* ``center-crop`` — OpenAI CLIP, HPS v1's released scoring code, PickScore, the LAION
+  aesthetic predictor: bicubic resize of
   the shortest edge to the input size, then a centre crop (torchvision's ``Resize`` +
   ``CenterCrop`` arithmetic).
 

@@ -41,9 +41,12 @@ class ConversionError(PrefalignError, ValueError):
     """A checkpoint that cannot be converted, naming the file and what is wrong with it."""
 
 
-# family -> (layout, score kind, preprocessing mode, activation, default tokenizer)
+# family -> (layout, score kind, preprocessing mode, activation, default tokenizer).
+# HPS v1 scores with the preprocessing of its released code (tgxs002/align_sd: the README and
+# evaluate_hps.py use clip.load("ViT-L/14")'s Resize + CenterCrop), although the paper padded
+# images for training; HPS v2's released code pads (ResizeMaxSize).
 FAMILIES: dict[str, tuple[str, str, str, str, str]] = {
-    "hps-v1": ("openai", "hps", "pad", "quick_gelu", "openai/clip-vit-large-patch14"),
+    "hps-v1": ("openai", "hps", "center-crop", "quick_gelu", "openai/clip-vit-large-patch14"),
     "openai-clip": ("openai", "clip", "center-crop", "quick_gelu", "openai/clip-vit-large-patch14"),
     "hps-v2": ("openai", "hps", "pad", "gelu", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
     "hps-v2.1": ("openai", "hps", "pad", "gelu", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
@@ -377,6 +380,7 @@ def convert_checkpoint(
     vision_heads: int | None = None,
     text_heads: int | None = None,
     kind: str | None = None,
+    preprocess: str | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Convert a foreign checkpoint into a prefalign model directory.
@@ -390,6 +394,7 @@ def convert_checkpoint(
         base: the CLIP model the ``aesthetic`` head sits on (directory or hub id).
         vision_heads, text_heads: attention heads, when not width // 64 (or open_clip's table).
         kind: override the score kind (e.g. ``clip`` to score an HPS model as plain cosine).
+        preprocess: override the family's preprocessing mode (``pad`` or ``center-crop``).
         overwrite: replace an existing model directory.
 
     Returns:
@@ -446,7 +451,7 @@ def convert_checkpoint(
         head = None
     spec = ScorerSpec(
         kind=kind or default_kind,
-        preprocess=Preprocess(mode=mode, size=model.config.vision_config.image_size),
+        preprocess=Preprocess(mode=preprocess or mode, size=model.config.vision_config.image_size),
         provenance=provenance,
     )
     save_model_dir(out, model, tok, spec, head, overwrite=overwrite)
