@@ -54,7 +54,7 @@ def database_url(db: str | Path) -> str:
         return f"sqlite:///{Path(text).expanduser().resolve()}"
     try:
         make_url(text)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         raise StudyError(f"{text}: not a database URL ({exc})") from None
     return text
 
