@@ -18,6 +18,7 @@ as ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -52,6 +53,8 @@ RATING_KEYS = {"good": ("1", "ArrowRight"), "bad": ("2", "ArrowLeft"), "skip": (
 # Retries of a transaction that lost a race on a unique constraint (PostgreSQL: two requests of
 # one annotator at once); the retry then sees the other request's row.
 TRANSACTION_ATTEMPTS = 3
+# How often, at most, unanswered assignments are checked for an expired lease.
+SWEEP_INTERVAL = timedelta(seconds=10)
 
 T = TypeVar("T")
 
@@ -114,7 +117,10 @@ def create_app(store: Store, study_dir: str | Path, *, lease: timedelta = DEFAUL
         StudyError: if the directory is not a study, or the study is not in the database.
     """
     study_dir = Path(study_dir).resolve()
-    study_id = find_study(store, read_study_config(study_dir).name).id
+    # A study row never changes after create-study, so it is read once, not per request.
+    study = find_study(store, read_study_config(study_dir).name)
+    sweep_interval = min(SWEEP_INTERVAL, lease)
+    next_sweep = [0.0]
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app = FastAPI(title="prefalign annotate", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(SecurityHeaders)
@@ -125,7 +131,7 @@ def create_app(store: Store, study_dir: str | Path, *, lease: timedelta = DEFAUL
         for attempt in range(TRANSACTION_ATTEMPTS):
             try:
                 with store.transaction() as session:
-                    return work(session, session.get(Study, study_id))
+                    return work(session, study)
             except IntegrityError:
                 if attempt == TRANSACTION_ATTEMPTS - 1:
                     raise
@@ -140,9 +146,17 @@ def create_app(store: Store, study_dir: str | Path, *, lease: timedelta = DEFAUL
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         return render(request, "error.html", exc.status, message=str(exc), status=exc.status)
 
+    def sweep_due() -> bool:
+        # Expired leases are looked for at most every few seconds, not on every request.
+        now = time.monotonic()
+        if now < next_sweep[0]:
+            return False
+        next_sweep[0] = now + sweep_interval.total_seconds()
+        return True
+
     def task_context(session: Session, study: Study, annotator: Annotator) -> dict[str, Any]:
-        assignment = next_assignment(session, study, annotator, lease)
-        done = progress(session, study, annotator)
+        assignment = next_assignment(session, study, annotator, lease, release_expired=sweep_due())
+        done = progress(session, study, annotator, has_open_task=assignment is not None)
         context: dict[str, Any] = {"study": study, "annotator": annotator.name, "progress": done}
         if assignment is not None:
             task = assignment.task

@@ -16,7 +16,7 @@ from datetime import timedelta
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import Session
 
-from prefalign.annotate.models import Annotator, Assignment, Study, Task, Vote, utcnow
+from prefalign.annotate.models import SHUFFLE_RANGE, Annotator, Assignment, Study, Task, Vote, utcnow
 
 DEFAULT_LEASE = timedelta(minutes=30)
 # The shown order must not be predictable from the task, so use the OS's randomness.
@@ -39,11 +39,6 @@ class Progress:
         return min(self.done + 1, self.total)
 
 
-def _load():
-    # A task's slots in use: counted votes plus live, unanswered assignments.
-    return Task.done_votes + Task.open_claims
-
-
 def _not_assigned_to(annotator_id: int):
     return ~exists().where(and_(Assignment.task_id == Task.id, Assignment.annotator_id == annotator_id))
 
@@ -62,7 +57,7 @@ def release_expired_claims(session: Session, study: Study, lease: timedelta) -> 
     ).all()
     for assignment_id, task_id in stale:
         session.execute(update(Assignment).where(Assignment.id == assignment_id).values(claim_held=False))
-        session.execute(update(Task).where(Task.id == task_id).values(open_claims=Task.open_claims - 1))
+        session.execute(update(Task).where(Task.id == task_id).values(slots_used=Task.slots_used - 1))
     return len(stale)
 
 
@@ -77,7 +72,12 @@ def open_assignment(session: Session, annotator: Annotator) -> Assignment | None
 
 
 def next_assignment(
-    session: Session, study: Study, annotator: Annotator, lease: timedelta = DEFAULT_LEASE
+    session: Session,
+    study: Study,
+    annotator: Annotator,
+    lease: timedelta = DEFAULT_LEASE,
+    *,
+    release_expired: bool = True,
 ) -> Assignment | None:
     """The task on this annotator's screen: the open one, or a newly assigned one.
 
@@ -85,54 +85,90 @@ def next_assignment(
     has never been shown. Its images get a random order, stored with the assignment so that a
     reload shows the same order and the vote can be mapped back.
 
+    Args:
+        session: A session inside a transaction.
+        study: The study served.
+        annotator: The authenticated annotator.
+        lease: How long an unanswered assignment holds its slot.
+        release_expired: Give back expired slots first (the server does it every few seconds).
+
     Returns:
         The assignment, or None when nothing is left for this annotator.
     """
     current = open_assignment(session, annotator)
     if current is not None:
         return current
-    release_expired_claims(session, study, lease)
+    if release_expired:
+        release_expired_claims(session, study, lease)
+    task = _find_open_task(session, study, annotator)
+    if task is None:
+        return None
+    order = list(range(len(task.images)))
+    _shuffler.shuffle(order)
+    assignment = Assignment(task_id=task.id, annotator_id=annotator.id, shown_order=order, claim_held=True)
+    session.add(assignment)
+    session.flush()
+    return assignment
+
+
+def _find_open_task(session: Session, study: Study, annotator: Annotator) -> Task | None:
+    """Claim a slot of a task this annotator has not seen, least-filled first.
+
+    Walks the index (study, slots_used, shuffle_key): for each fill level from the lowest, the
+    first unseen task after a random point of the shuffle ring (wrapping around). Each query
+    stops at its first hit, so the cost does not grow with the size of the study.
+    """
     limit = study.annotators_per_task
-    # A concurrent writer (PostgreSQL) may take the last slot between the SELECT and the
-    # UPDATE; the conditional UPDATE then matches no row and the next candidate is tried.
-    for _ in range(10):
-        task = session.scalar(
-            select(Task)
-            .where(Task.study_id == study.id, _load() < limit, _not_assigned_to(annotator.id))
-            .order_by(_load(), func.random())
-            .limit(1)
-        )
-        if task is None:
-            return None
-        claimed = session.execute(
-            update(Task)
-            .where(Task.id == task.id, _load() < limit)
-            .values(open_claims=Task.open_claims + 1)
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount == 1:
-            order = list(range(len(task.images)))
-            _shuffler.shuffle(order)
-            assignment = Assignment(
-                task_id=task.id, annotator_id=annotator.id, shown_order=order, claim_held=True
+    level = -1
+    while True:
+        level = session.scalar(
+            select(func.min(Task.slots_used)).where(
+                Task.study_id == study.id, Task.slots_used > level, Task.slots_used < limit
             )
-            session.add(assignment)
-            session.flush()
-            return assignment
-    return None
-
-
-def progress(session: Session, study: Study, annotator: Annotator) -> Progress:
-    """How many tasks this annotator answered, and how many they can have in all right now."""
-    done = session.scalar(select(func.count()).select_from(Vote).where(Vote.annotator_id == annotator.id))
-    available = session.scalar(
-        select(func.count())
-        .select_from(Task)
-        .where(
-            Task.study_id == study.id,
-            _load() < study.annotators_per_task,
-            _not_assigned_to(annotator.id),
         )
+        if level is None:
+            return None
+        start = _shuffler.randrange(SHUFFLE_RANGE)
+        for after_start in (True, False):
+            ring = Task.shuffle_key >= start if after_start else Task.shuffle_key < start
+            candidates = (
+                select(Task)
+                .where(
+                    Task.study_id == study.id, Task.slots_used == level, ring, _not_assigned_to(annotator.id)
+                )
+                .order_by(Task.shuffle_key)
+                .limit(1)
+            )
+            # A concurrent writer (PostgreSQL) may fill the task between the SELECT and the
+            # UPDATE; the conditional UPDATE then matches no row and the search goes on.
+            while (task := session.scalar(candidates)) is not None:
+                claimed = session.execute(
+                    update(Task)
+                    .where(Task.id == task.id, Task.slots_used < limit)
+                    .values(slots_used=Task.slots_used + 1)
+                    .execution_options(synchronize_session=False)
+                )
+                if claimed.rowcount == 1:
+                    return task
+                candidates = candidates.where(Task.shuffle_key > task.shuffle_key)
+
+
+def progress(session: Session, study: Study, annotator: Annotator, *, has_open_task: bool) -> Progress:
+    """How many tasks this annotator answered, and how many they can have in all right now.
+
+    Tasks still available to them = tasks with a free slot, minus those of them they were
+    already shown; both counts use indexes.
+    """
+    limit = study.annotators_per_task
+    done = session.scalar(select(func.count()).select_from(Vote).where(Vote.annotator_id == annotator.id))
+    with_free_slot = session.scalar(
+        select(func.count()).select_from(Task).where(Task.study_id == study.id, Task.slots_used < limit)
     )
-    current = 1 if open_assignment(session, annotator) is not None else 0
-    return Progress(done=done or 0, total=(done or 0) + current + (available or 0))
+    seen_with_free_slot = session.scalar(
+        select(func.count())
+        .select_from(Assignment)
+        .join(Task, Task.id == Assignment.task_id)
+        .where(Assignment.annotator_id == annotator.id, Task.slots_used < limit)
+    )
+    available = (with_free_slot or 0) - (seen_with_free_slot or 0)
+    return Progress(done=done or 0, total=(done or 0) + int(has_open_task) + available)

@@ -3,10 +3,10 @@
 A change here needs a new Alembic revision in ``migrations/versions``; a test checks that the
 migrations and these models agree.
 
-Counters on ``tasks`` (``done_votes``, ``open_claims``) are kept in the same transaction as the
-rows they count, so choosing the next task is one indexed query instead of a count over all
-votes, and a conditional ``UPDATE`` on them enforces "at most N distinct annotators per task"
-on SQLite and PostgreSQL alike.
+Counters on ``tasks`` (``done_votes``, ``slots_used``) are kept in the same transaction as the
+rows they count, so choosing the next task walks an index instead of counting votes, and a
+conditional ``UPDATE`` on ``slots_used`` enforces "at most N distinct annotators per task" on
+SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ NAMING_CONVENTION = {
 
 KINDS = ("choice", "pair", "rating")
 ROLES = ("annotator", "admin")
+SHUFFLE_RANGE = 2**31  # Task.shuffle_key values: fit a 32-bit signed INTEGER in every database
 
 
 def utcnow() -> datetime:
@@ -78,7 +79,8 @@ class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
         UniqueConstraint("study_id", "key"),
-        Index("ix_tasks_study_load", "study_id", "done_votes", "open_claims"),
+        # Next-task search: lowest slots_used first, then a fixed random ring of shuffle_key.
+        Index("ix_tasks_next", "study_id", "slots_used", "shuffle_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -92,8 +94,12 @@ class Task(Base):
     split: Mapped[str | None] = mapped_column(String(50), nullable=True)
     # Votes that count toward annotators_per_task (skips do not).
     done_votes: Mapped[int] = mapped_column(Integer, default=0)
-    # Assignments shown but not answered yet whose lease has not run out.
-    open_claims: Mapped[int] = mapped_column(Integer, default=0)
+    # done_votes plus assignments shown, unanswered and within their lease: never above
+    # annotators_per_task when a slot is handed out.
+    slots_used: Mapped[int] = mapped_column(Integer, default=0)
+    # A random number fixed at creation; tasks of equal slots_used are offered along this ring
+    # from a random starting point, so that annotators see tasks in different orders.
+    shuffle_key: Mapped[int] = mapped_column(Integer)
 
     study: Mapped[Study] = relationship(back_populates="tasks")
 
@@ -135,7 +141,7 @@ class Assignment(Base):
     shown_order: Mapped[list[int]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    # True while this assignment is counted in tasks.open_claims (until answered or expired).
+    # True while this unanswered assignment holds one of tasks.slots_used (until answered or expired).
     claim_held: Mapped[bool] = mapped_column(Boolean, default=True)
 
     task: Mapped[Task] = relationship()

@@ -15,7 +15,9 @@ upgraded with Alembic whenever a store is opened.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -126,6 +128,12 @@ class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # SQLite admits one writer at a time, and every transaction here takes the write lock.
+        # Threads of this process queue on a Python lock, which wakes the next one as soon as
+        # the lock is free; left to SQLite's busy handler they would poll with growing sleeps,
+        # which under fifty concurrent voters turns into multi-second latency tails. Other
+        # processes (a CLI command while the server runs) still wait via busy_timeout.
+        self._writer = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
     @classmethod
     def open(cls, db: str | Path) -> Store:
@@ -137,7 +145,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed when the block ends, rolled back on error."""
-        with self._sessions() as session, session.begin():
+        with self._writer, self._sessions() as session, session.begin():
             yield session
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -29,11 +30,12 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from prefalign.annotate.errors import NotFound, StudyError
-from prefalign.annotate.models import KINDS, Study, Task
+from prefalign.annotate.models import KINDS, SHUFFLE_RANGE, Study, Task
 from prefalign.annotate.paths import resolve_inside
 from prefalign.annotate.storage import DEFAULT_DB_FILE, Store
 
 STUDY_FILE = "study.json"
+_shuffle = random.Random()
 # Keys 1-9 pick an image, so a choice shows at most nine.
 MAX_CHOICE_IMAGES = 9
 
@@ -208,7 +210,16 @@ def create_study(store: Store, study_dir: str | Path, config: StudyConfig) -> St
         )
         session.add(study)
         session.flush()
-        session.add_all(Task(study_id=study.id, done_votes=0, open_claims=0, **row) for row in rows)
+        session.add_all(
+            Task(
+                study_id=study.id,
+                done_votes=0,
+                slots_used=0,
+                shuffle_key=_shuffle.randrange(SHUFFLE_RANGE),
+                **row,
+            )
+            for row in rows
+        )
     _write_study_config(study_dir, config)
     return study
 

@@ -120,11 +120,15 @@ def record_vote(
         **columns,
     )
     session.add(vote)
+    # A held slot turns into a counted vote, or is given back by a skip; a vote whose lease
+    # had run out takes a slot of its own (see assign.py).
     counters = {}
-    if assignment.claim_held:
-        counters["open_claims"] = Task.open_claims - 1
     if not vote.skipped:
         counters["done_votes"] = Task.done_votes + 1
+        if not assignment.claim_held:
+            counters["slots_used"] = Task.slots_used + 1
+    elif assignment.claim_held:
+        counters["slots_used"] = Task.slots_used - 1
     if counters:
         increment = update(Task).where(Task.id == task.id).values(**counters)
         session.execute(increment.execution_options(synchronize_session=False))

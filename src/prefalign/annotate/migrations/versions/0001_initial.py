@@ -56,14 +56,15 @@ def upgrade() -> None:
         sa.Column("image_index", sa.Integer(), nullable=True),
         sa.Column("split", sa.String(length=50), nullable=True),
         sa.Column("done_votes", sa.Integer(), nullable=False),
-        sa.Column("open_claims", sa.Integer(), nullable=False),
+        sa.Column("slots_used", sa.Integer(), nullable=False),
+        sa.Column("shuffle_key", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["study_id"], ["studies.id"], name=op.f("fk_tasks_study_id_studies")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tasks")),
         sa.UniqueConstraint("study_id", "key", name=op.f("uq_tasks_study_id_key")),
     )
     with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.create_index("ix_tasks_next", ["study_id", "slots_used", "shuffle_key"], unique=False)
         batch_op.create_index(batch_op.f("ix_tasks_study_id"), ["study_id"], unique=False)
-        batch_op.create_index("ix_tasks_study_load", ["study_id", "done_votes", "open_claims"], unique=False)
 
     op.create_table(
         "assignments",
@@ -124,8 +125,8 @@ def downgrade() -> None:
 
     op.drop_table("assignments")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
-        batch_op.drop_index("ix_tasks_study_load")
         batch_op.drop_index(batch_op.f("ix_tasks_study_id"))
+        batch_op.drop_index("ix_tasks_next")
 
     op.drop_table("tasks")
     with op.batch_alter_table("annotators", schema=None) as batch_op:
