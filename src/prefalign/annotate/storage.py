@@ -100,7 +100,7 @@ def make_engine(db: str | Path) -> Engine:
     except ModuleNotFoundError as exc:
         raise StudyError(
             f"{url.render_as_string(hide_password=True)}: the database driver {exc.name!r} is not "
-            "installed (for PostgreSQL: pip install 'psycopg[binary]')"
+            "installed (PostgreSQL: pip install 'psycopg[binary]', part of prefalign[annotate])"
         ) from None
 
 
