@@ -37,7 +37,7 @@ from prefalign.annotate.assign import DEFAULT_LEASE, next_assignment, progress
 from prefalign.annotate.errors import AnnotateError, NotAuthorized, NotFound
 from prefalign.annotate.models import Annotator, Assignment, Study
 from prefalign.annotate.paths import resolve_inside
-from prefalign.annotate.progress import study_progress
+from prefalign.annotate.progress import StudyProgress, study_progress
 from prefalign.annotate.storage import Store
 from prefalign.annotate.study import find_study, read_study_config
 from prefalign.annotate.tokens import authenticate, hash_token
@@ -258,8 +258,8 @@ def create_app(store: Store, study_dir: str | Path, *, lease: timedelta = DEFAUL
         # Private: the image belongs to this annotator's assignment, no shared cache may keep it.
         return FileResponse(path, headers={"cache-control": "private, max-age=3600"})
 
-    def admin_progress(request: Request) -> dict[str, Any]:
-        def work(session: Session, study: Study):
+    def admin_progress(request: Request) -> StudyProgress:
+        def work(session: Session, study: Study) -> StudyProgress:
             authenticate(session, study.id, _token(request), "admin")
             return study_progress(session, study)
 
