@@ -366,3 +366,23 @@ def test_responses_carry_security_headers(served):
     response = s.client.get("/healthz")
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "n_images", "expected_keys"),
+    [
+        ("pair", 2, {"0": "1 ArrowLeft", "1": "2 ArrowRight"}),
+        ("choice", 3, {"0": "1", "1": "2", "2": "3"}),
+        ("rating", 1, {"good": "1 ArrowRight", "bad": "2 ArrowLeft", "skip": "0 ArrowDown"}),
+    ],
+)
+def test_each_kind_renders_its_answers_with_their_keyboard_shortcuts(served, kind, n_images, expected_keys):
+    import re
+
+    s = served(kind=kind, n_records=1, n_images=n_images)
+    page = s.client.get("/", headers=s.headers(s.token("alice")))
+    assert page.status_code == 200
+    buttons = dict(re.findall(r'name="answer" value="([^"]+)"[^>]*?data-keys="([^"]+)"', page.text, re.S))
+    assert buttons == expected_keys
+    assert page.text.count("<img ") == n_images
+    assert 'src="/static/annotate.js"' in page.text

@@ -59,6 +59,19 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
     study = write_dataset(tmp_path / "study", 2, 3)
     assert main(["annotate", "create-study", "--study", str(study), "--kind", "pair"]) == 2
     assert "exactly 2 images" in capsys.readouterr().err
+    copy = [
+        "annotate",
+        "create-study",
+        "--study",
+        str(tmp_path / "new"),
+        "--from",
+        str(study),
+        "--kind",
+        "pair",
+    ]
+    assert main(copy) == 2
+    assert "exactly 2 images" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # refused before anything was copied
     assert main(["annotate", "serve", "--study", str(tmp_path / "nowhere")]) == 2
     assert "not a study directory" in capsys.readouterr().err
     assert main(["annotate", "export", "--study", "some-name", "--out", str(tmp_path / "o")]) == 2

@@ -25,6 +25,7 @@ _LAZY = {
     "StudyConfig": "prefalign.annotate.study",
     "create_study": "prefalign.annotate.study",
     "copy_dataset": "prefalign.annotate.study",
+    "check_records": "prefalign.annotate.study",
     "find_study": "prefalign.annotate.study",
     "locate_study": "prefalign.annotate.study",
     "read_study_config": "prefalign.annotate.study",

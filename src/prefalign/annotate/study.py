@@ -136,6 +136,15 @@ def _task_rows(study_dir: Path, kind: str) -> list[dict]:
     return rows
 
 
+def check_records(dataset_dir: str | Path, kind: str) -> int:
+    """Check that a dataset directory can make a study of ``kind``; returns the number of tasks.
+
+    Raises:
+        StudyError: naming the first record that does not fit, or an image outside the directory.
+    """
+    return len(_task_rows(Path(dataset_dir), kind))
+
+
 def copy_dataset(source: str | Path, study_dir: str | Path) -> Path:
     """Copy a dataset (records and the images they reference) into a new study directory.
 

@@ -63,7 +63,15 @@ def _invite_url(base_url: str, token: str) -> str:
 
 
 def run_create_study(args: argparse.Namespace) -> int:
-    from prefalign.annotate import Store, StudyConfig, add_annotator, copy_dataset, create_study, task_count
+    from prefalign.annotate import (
+        Store,
+        StudyConfig,
+        add_annotator,
+        check_records,
+        copy_dataset,
+        create_study,
+        task_count,
+    )
 
     config = StudyConfig(
         name=args.name or Path(args.study).resolve().name,
@@ -72,6 +80,7 @@ def run_create_study(args: argparse.Namespace) -> int:
         question=args.question or "",
     )
     if args.source:
+        check_records(args.source, config.kind)  # refuse before copying anything
         copy_dataset(args.source, args.study)
     store = Store.open(_resolve_db(args))
     try:
