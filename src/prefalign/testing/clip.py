@@ -9,37 +9,10 @@ import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 # Words that get whole-word BPE merges, so that prompts about them stay short.
-TINY_WORDS = [
-    "a",
-    "photo",
-    "of",
-    "the",
-    "an",
-    "and",
-    "with",
-    "on",
-    "in",
-    "red",
-    "green",
-    "blue",
-    "yellow",
-    "white",
-    "black",
-    "circle",
-    "square",
-    "triangle",
-    "cat",
-    "dog",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "background",
-    "image",
-    "weird",
-]
+TINY_WORDS = (
+    "a photo of the an and with on in red green blue yellow white black circle square "
+    "triangle cat dog one two three four five six background image weird"
+).split()
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
