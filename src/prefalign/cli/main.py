@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 
+from prefalign.errors import PrefalignError
+
 # Command groups, in the order ``prefalign --help`` lists them.
 COMMAND_MODULES = (
     "prefalign.cli.score",
@@ -19,9 +21,6 @@ COMMAND_MODULES = (
     "prefalign.cli.data",
     "prefalign.cli.demo",
 )
-
-
-from prefalign.errors import PrefalignError
 
 
 class CommandError(PrefalignError):

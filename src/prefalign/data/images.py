@@ -2,9 +2,10 @@
 
 Two preprocessing modes exist because the originals differ:
 
-* ``pad`` — HPS v1/v2: bicubic resize of the longest edge to the input size, then centred zero
+* ``pad`` — HPS v2 (and the HPS paper's training): bicubic resize of the longest edge to the input size, then centred zero
   (black) padding of the shorter side (open_clip's ``ResizeMaxSize``).
-* ``center-crop`` — OpenAI CLIP, PickScore, the LAION aesthetic predictor: bicubic resize of
+* ``center-crop`` — OpenAI CLIP, HPS v1's released scoring code, PickScore, the LAION
+  aesthetic predictor: bicubic resize of
   the shortest edge to the input size, then a centre crop (torchvision's ``Resize`` +
   ``CenterCrop`` arithmetic).
 
@@ -19,7 +20,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ DEFAULT_MAX_PIXELS = 89_478_485
 
 PREPROCESS_MODES = ("pad", "center-crop")
 
-ImageInput = Union[str, Path, Image.Image, torch.Tensor, np.ndarray, bytes]
+ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray | bytes
 
 
 class ImageLoadError(PrefalignError, ValueError):

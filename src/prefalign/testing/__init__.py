@@ -12,9 +12,15 @@ from prefalign.testing.clip import (
     tiny_clip_tokenizer,
     write_tiny_tokenizer_files,
 )
+from prefalign.testing.images import BACKGROUNDS, COLOURS, SHAPES, draw_shape, make_choice_dataset
 
 __all__ = [
+    "BACKGROUNDS",
+    "COLOURS",
+    "SHAPES",
     "TINY_WORDS",
+    "draw_shape",
+    "make_choice_dataset",
     "save_tiny_clip",
     "tiny_clip_config",
     "tiny_clip_model",

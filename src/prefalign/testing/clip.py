@@ -9,10 +9,37 @@ import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 # Words that get whole-word BPE merges, so that prompts about them stay short.
-TINY_WORDS = (
-    "a photo of the an and with on in red green blue yellow white black circle square "
-    "triangle cat dog one two three four five six background image weird"
-).split()
+TINY_WORDS = [
+    "a",
+    "photo",
+    "of",
+    "the",
+    "an",
+    "and",
+    "with",
+    "on",
+    "in",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "white",
+    "black",
+    "circle",
+    "square",
+    "triangle",
+    "cat",
+    "dog",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "background",
+    "image",
+    "weird",
+]
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -115,6 +142,9 @@ def tiny_clip_model(seed: int = 0, **config_kwargs) -> CLIPModel:
 
 def save_tiny_clip(directory: str | Path, seed: int = 0, **config_kwargs) -> Path:
     """Save a tiny CLIPModel and its tokenizer as a Hugging Face directory."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     directory = Path(directory)
     tiny_clip_model(seed, **config_kwargs).save_pretrained(directory)
     tiny_clip_tokenizer().save_pretrained(directory)

@@ -1,0 +1,92 @@
+"""Arguments and output helpers shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prefalign.cli.main import CommandError
+
+
+def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """--model, --device, --precision, --batch-size, --compile."""
+    p.add_argument(
+        "--model",
+        "-m",
+        required=required,
+        help="model directory, hub id, or known name (see `prefalign score --list-models`); "
+        "prefix with KIND: (e.g. clip:DIR) to override the score kind",
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ... (default: auto)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "bf16"),
+        default="fp32",
+        help="weights and activations dtype (default fp32; bf16 is ~2x slower on CPUs without AMX)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=4, help="images per forward pass (default 4: best on 2 cores)"
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the image tower with inductor freezing (~20%% faster on CPU after a one-off "
+        "compile of 30-60 s; falls back to eager if it fails)",
+    )
+
+
+def write_table(rows: Sequence[dict[str, Any]], out: str | Path, columns: Sequence[str]) -> Path:
+    """Write rows as Parquet or CSV (by the extension), atomically."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise CommandError(f"{out}: output must end in .parquet or .csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        if suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
+            if not rows:
+                table = pa.table({c: pa.array([], pa.string()) for c in columns})
+            pq.write_table(table, tmp)
+        else:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], max_width: int = 60) -> str:
+    """A plain aligned text table for the terminal."""
+
+    def cell(v: Any) -> str:
+        if v is None:
+            s = "-"
+        elif isinstance(v, float):
+            s = f"{v:.4f}"
+        else:
+            s = str(v)
+        return s if len(s) <= max_width else "…" + s[-(max_width - 1) :]
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""``prefalign score``: score image files or a dataset with any scorer."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prefalign.cli.common import add_model_args, format_table, write_table
+from prefalign.cli.main import CommandError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+COLUMNS = ("image", "prompt", "score")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score images against a prompt, or a whole dataset",
+        description="Score images with a preference model (HPS, PickScore, CLIP score, aesthetic, your own). "
+        "Writes a table with the columns image, prompt, score (plus id, index for --data). Images that "
+        "cannot be scored are listed with the reason; the run goes on and exits 1 (use --strict to stop "
+        "at the first).",
+        epilog="examples:\n"
+        "  prefalign score out/*.png --prompt 'a red circle' --model models/hps-v2\n"
+        "  prefalign score --data my-dataset --model pickscore --out scores.parquet",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE_OR_DIR", help="image files or directories of images")
+    p.add_argument("--prompt", "-p", help="the prompt the images were generated from (with IMAGE_OR_DIR)")
+    p.add_argument("--data", metavar="DATASET_DIR", help="score every image of a prefalign dataset")
+    add_model_args(p, required=False)
+    p.add_argument("--out", "-o", help="write the table to FILE.parquet or FILE.csv (default: print it)")
+    p.add_argument("--strict", action="store_true", help="stop at the first image that cannot be scored")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--list-models", action="store_true", help="list the known model names and exit")
+    p.set_defaults(func=run)
+
+
+def expand_images(paths: list[str]) -> list[str]:
+    """Directories become their image files (sorted, not recursive); files stay as given."""
+    out: list[str] = []
+    for given in paths:
+        p = Path(given)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if not found:
+                print(f"warning: {given}: no image files in this directory", file=sys.stderr)
+            out.extend(found)
+        else:
+            out.append(given)  # missing files are reported by the scorer with the others
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from prefalign.scoring import list_scorers, load_scorer
+
+    if args.list_models:
+        print("\n".join(list_scorers()))
+        return 0
+    if not args.model:
+        raise CommandError("--model is required")
+    if bool(args.data) == bool(args.images):
+        raise CommandError("give either IMAGE_OR_DIR... with --prompt, or --data DATASET_DIR")
+    if args.batch_size < 1:
+        raise CommandError("--batch-size must be at least 1")
+
+    rows: list[dict] = []
+    columns: tuple[str, ...] = COLUMNS
+    if args.data:
+        from prefalign.data import load_dataset
+
+        dataset = load_dataset(args.data)
+        records = [(r.prompt, [dataset.image_path(i) for i in r.images]) for r in dataset]
+        rows = [
+            {"id": r.id, "index": i, "image": img, "prompt": r.prompt}
+            for r in dataset
+            for i, img in enumerate(r.images)
+        ]
+        columns = ("id", "index", *COLUMNS)
+    else:
+        if args.prompt is None:
+            raise CommandError("--prompt is required with IMAGE_OR_DIR")
+        images = expand_images(args.images)
+        if not images:
+            raise CommandError("no images to score")
+        records = [(args.prompt, images)]
+        rows = [{"image": img, "prompt": args.prompt} for img in images]
+
+    scorer = load_scorer(args.model, device=args.device, precision=args.precision, compile=args.compile)
+    if scorer.uses_text and args.prompt is not None and not args.prompt.strip():
+        raise CommandError("--prompt is empty")
+    result = scorer.score_records(
+        records, batch_size=args.batch_size, strict=args.strict, progress=False if args.no_progress else None
+    )
+    flat = [None if v != v else float(v) for scores in result.scores for v in scores]  # NaN -> None
+    for row, value in zip(rows, flat):
+        row["score"] = value
+
+    if args.out:
+        write_table(rows, args.out, columns)
+        print(f"wrote {len(rows)} scores to {args.out}", file=sys.stderr)
+    else:
+        print(format_table(rows, columns))
+    if result.failures:
+        print(f"\n{len(result.failures)} could not be scored:", file=sys.stderr)
+        for failure in result.failures:
+            print(f"  {failure}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,192 @@
+"""``load_scorer`` and ``list_scorers``: one entry point over every scorer family.
+
+A scorer is named by:
+
+* a model directory in the prefalign format (``prefalign.json`` beside an HF CLIP model);
+* a plain Hugging Face CLIP directory or hub id (``openai/clip-vit-large-patch14``,
+  ``yuvalkirstain/PickScore_v1``), scored with the defaults of its family;
+* a known name (``list_scorers()``): converted checkpoints are looked up in
+  ``$PREFALIGN_HOME/models/NAME`` (default ``~/.cache/prefalign/models``), hub models by id;
+* any of the above behind a kind prefix that overrides the score kind, e.g. ``clip:DIR``
+  scores an HPS model directory as plain cosine similarity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from prefalign.data.images import Preprocess
+from prefalign.errors import PrefalignError
+from prefalign.scoring.heads import AestheticMLP
+from prefalign.scoring.model_format import HEAD_FILE, SCORE_KINDS, SPEC_FILE, ScorerSpec
+from prefalign.scoring.scorer import Scorer
+
+
+class ScorerLoadError(PrefalignError, ValueError):
+    """A scorer that cannot be found or loaded."""
+
+
+# Hub models and their family defaults: (hub id, kind, preprocessing mode).
+HUB_MODELS: dict[str, tuple[str, str, str]] = {
+    "pickscore": ("yuvalkirstain/PickScore_v1", "pickscore", "center-crop"),
+    "clip-vit-l-14": ("openai/clip-vit-large-patch14", "clip", "center-crop"),
+    "clip-vit-b-32": ("openai/clip-vit-base-patch32", "clip", "center-crop"),
+    "clip-vit-h-14": ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "clip", "center-crop"),
+}
+# Converted checkpoints: name -> how to make it (the release file and the convert family).
+CONVERTED_MODELS: dict[str, tuple[str, str]] = {
+    "hps-v1": ("hpc.pt", "hps-v1"),
+    "hps-v2": ("HPS_v2_compressed.pt", "hps-v2"),
+    "hps-v2.1": ("HPS_v2.1_compressed.pt", "hps-v2"),
+    "aesthetic": ("sac+logos+ava1-l14-linearMSE.pth", "aesthetic --base openai/clip-vit-large-patch14"),
+}
+
+
+def prefalign_home() -> Path:
+    """Where named converted models live: ``$PREFALIGN_HOME`` or ``~/.cache/prefalign``."""
+    return Path(os.environ.get("PREFALIGN_HOME", Path.home() / ".cache" / "prefalign"))
+
+
+def list_scorers() -> list[str]:
+    """Names ``load_scorer`` accepts besides paths and hub ids."""
+    return sorted([*CONVERTED_MODELS, *HUB_MODELS])
+
+
+def resolve_device(device: str | None) -> str:
+    """``"auto"`` (or None) means CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_scorer(
+    name_or_path: str | os.PathLike,
+    *,
+    device: str | None = "auto",
+    precision: str = "fp32",
+    compile: bool = False,
+) -> Scorer:
+    """Load a scorer by model directory, hub id or known name (see the module docstring).
+
+    Args:
+        name_or_path: what to load; ``KIND:target`` overrides the score kind.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        compile: compile the image tower (``torch.compile`` + inductor freezing).
+
+    Raises:
+        ScorerLoadError: nothing of that name, or a directory that is not a CLIP model.
+    """
+    target = str(name_or_path)
+    kind_override = None
+    prefix, sep, rest = target.partition(":")
+    if sep and prefix in SCORE_KINDS and not Path(target).exists():
+        kind_override, target = prefix, rest
+
+    path = Path(target).expanduser()
+    hub_defaults: tuple[str, str] | None = None
+    if not path.exists():
+        if target in CONVERTED_MODELS:
+            path = prefalign_home() / "models" / target
+            if not path.exists():
+                release, family = CONVERTED_MODELS[target]
+                raise ScorerLoadError(
+                    f"{target}: not converted yet ({path} does not exist). Convert the release with "
+                    f"`prefalign convert --from {family} {release} --out {path}`"
+                )
+        elif target in HUB_MODELS:
+            target, kind, mode = HUB_MODELS[target]
+            hub_defaults = (kind, mode)
+        elif target.startswith((".", "/", "~")) or target.count("/") != 1:
+            raise ScorerLoadError(f"{target}: no such model directory, known name or hub id")
+
+    source = str(path) if path.exists() else target
+    spec = _read_spec(path) if path.exists() else None
+    model, tokenizer = _load_clip(source)
+    if spec is None:
+        spec = _default_spec(source, model, hub_defaults)
+    if kind_override:
+        spec.kind = kind_override
+    head = _load_head(path, spec) if spec.kind == "aesthetic" else None
+    return Scorer(
+        model,
+        tokenizer,
+        spec,
+        head=head,
+        device=resolve_device(device),
+        precision=precision,
+        compile=compile,
+        name=str(name_or_path),
+    )
+
+
+def _read_spec(path: Path) -> ScorerSpec | None:
+    if (path / SPEC_FILE).exists():
+        return ScorerSpec.load(path)
+    if not (path / "config.json").exists():
+        raise ScorerLoadError(f"{path}: not a model directory (no {SPEC_FILE} and no config.json)")
+    return None
+
+
+def _load_clip(source: str):
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        config = CLIPConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ScorerLoadError(f"{source}: cannot read a CLIP config ({_first_line(exc)})") from None
+    if config.model_type != "clip":
+        raise ScorerLoadError(f"{source}: model_type is {config.model_type!r}, not a CLIP model")
+    try:
+        model = CLIPModel.from_pretrained(source, config=config)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ScorerLoadError(
+            f"{source}: cannot load the CLIP model or tokenizer ({_first_line(exc)})"
+        ) from None
+    return model.eval(), tokenizer
+
+
+def _default_spec(source: str, model, hub_defaults: tuple[str, str] | None) -> ScorerSpec:
+    """Family defaults for a plain HF CLIP directory or hub id, from its image processor config."""
+    kind, mode = hub_defaults or ("pickscore" if "pickscore" in source.lower() else "clip", "center-crop")
+    pre = {"mode": mode, "size": model.config.vision_config.image_size}
+    proc = _preprocessor_config(source)
+    if proc:
+        pre["mean"] = proc.get("image_mean", Preprocess.mean)
+        pre["std"] = proc.get("image_std", Preprocess.std)
+    return ScorerSpec(kind=kind, preprocess=Preprocess.from_dict(pre), provenance={"source": source})
+
+
+def _preprocessor_config(source: str) -> dict | None:
+    local = Path(source) / "preprocessor_config.json"
+    if local.exists():
+        return json.loads(local.read_text())
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(source, "preprocessor_config.json")).read_text())
+    except Exception:  # absent or offline: CLIP defaults apply
+        return None
+
+
+def _load_head(path: Path, spec: ScorerSpec) -> AestheticMLP:
+    from safetensors.torch import load_file
+
+    file = path / (spec.head or {}).get("file", HEAD_FILE)
+    if not file.exists():
+        raise ScorerLoadError(f"{file}: the aesthetic head is missing")
+    state = load_file(file)
+    head = AestheticMLP(AestheticMLP.dims_from_state_dict(state))
+    head.load_state_dict(state)
+    return head.eval()
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,132 @@
+"""`prefalign score`: tables, every bad input reported with its path, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from prefalign.cli.main import main
+from prefalign.data import Record, save_dataset
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_clip_dir, tmp_path_factory):
+    from prefalign.scoring import convert_checkpoint
+
+    return convert_checkpoint("hf-clip", tiny_clip_dir, tmp_path_factory.mktemp("cli") / "hps", kind="hps")
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.RandomState(0)
+    for i in range(3):
+        Image.fromarray(rng.randint(0, 255, (48, 40, 3), np.uint8)).save(d / f"img{i}.png")
+    (d / "notes.txt").write_text("not an image, not picked up from a directory")
+    return d
+
+
+def test_scores_a_directory_into_parquet(model_dir, image_dir, tmp_path, capsys):
+    out = tmp_path / "scores.parquet"
+    code = main(
+        ["score", str(image_dir), "--prompt", "a red circle", "--model", str(model_dir), "--out", str(out)]
+    )
+    assert code == 0
+    table = pq.read_table(out).to_pylist()
+    assert [r["image"] for r in table] == [str(image_dir / f"img{i}.png") for i in range(3)]
+    assert all(r["prompt"] == "a red circle" and isinstance(r["score"], float) for r in table)
+
+
+def test_prints_a_table_without_out(model_dir, image_dir, capsys):
+    assert main(["score", str(image_dir / "img0.png"), "-p", "a cat", "-m", str(model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["image", "prompt", "score"]
+    assert "img0.png" in out
+
+
+def bad_files(d):
+    """One of each bad input, with the reason the report must give."""
+    (d / "zero.png").write_bytes(b"")
+    (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    from tests.data.test_images import png_claiming_size
+
+    (d / "bomb.png").write_bytes(png_claiming_size(50_000, 50_000))
+    return {
+        "zero.png": "empty file (0 bytes)",
+        "corrupt.png": "cannot open image",
+        "bomb.png": "decompression bomb",
+        "missing.png": "file not found",
+    }
+
+
+def test_bad_inputs_are_listed_and_the_rest_is_scored(model_dir, image_dir, tmp_path, capsys):
+    expected = bad_files(image_dir)
+    out = tmp_path / "scores.csv"
+    args = [str(image_dir), str(image_dir / "missing.png"), "--prompt", "a cat", "--model", str(model_dir)]
+    code = main(["score", *args, "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "4 could not be scored" in err
+    for name, reason in expected.items():
+        line = next(line for line in err.splitlines() if name in line)
+        assert str(image_dir / name) in line and reason in line, line
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) == 3 + 4
+    good = [r for r in rows if r["image"].endswith(("img0.png", "img1.png", "img2.png"))]
+    assert all(r["score"] for r in good) and not any(r["score"] for r in rows if r not in good)
+
+
+def test_strict_stops_at_the_first_failure(model_dir, image_dir, capsys):
+    (image_dir / "zero.png").write_bytes(b"")
+    code = main(["score", str(image_dir / "zero.png"), "-p", "a cat", "-m", str(model_dir), "--strict"])
+    assert code == 2
+    assert "zero.png: empty file (0 bytes)" in capsys.readouterr().err
+
+
+def test_empty_prompt_is_refused(model_dir, image_dir, capsys):
+    assert main(["score", str(image_dir), "--prompt", "", "--model", str(model_dir)]) == 2
+    assert "--prompt is empty" in capsys.readouterr().err
+
+
+def test_scores_a_dataset_and_reports_empty_prompts(model_dir, image_dir, tmp_path, capsys):
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    for i in range(3):
+        (ds / f"img{i}.png").write_bytes((image_dir / f"img{i}.png").read_bytes())
+    save_dataset(
+        [
+            Record(prompt="a cat", images=["img0.png", "img1.png"], chosen=0),
+            Record(prompt="", images=["img2.png"]),
+        ],
+        ds,
+    )
+    out = tmp_path / "s.parquet"
+    assert main(["score", "--data", str(ds), "--model", str(model_dir), "--out", str(out)]) == 1
+    rows = pq.read_table(out).to_pylist()
+    assert [(r["id"], r["index"], r["image"]) for r in rows] == [
+        ("0", 0, "img0.png"),
+        ("0", 1, "img1.png"),
+        ("1", 0, "img2.png"),
+    ]
+    assert rows[0]["score"] is not None and rows[2]["score"] is None
+    assert "record 1: empty prompt" in capsys.readouterr().err
+
+
+def test_usage_errors(model_dir, image_dir, capsys):
+    assert main(["score", str(image_dir), "--model", str(model_dir)]) == 2
+    assert "--prompt is required" in capsys.readouterr().err
+    assert main(["score", str(image_dir), "-p", "x", "-m", str(model_dir), "--out", "x.txt"]) == 2
+    assert "must end in .parquet or .csv" in capsys.readouterr().err
+    assert main(["score", str(image_dir), "-p", "x", "-m", "/no/such/model"]) == 2
+    assert "no such model directory" in capsys.readouterr().err
+
+
+def test_list_models(capsys):
+    assert main(["score", "--list-models"]) == 0
+    assert "hps-v2" in capsys.readouterr().out.split()
