@@ -9,6 +9,7 @@ pyarrow, pandas, polars and ``datasets.load_dataset("parquet", ...)``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -199,10 +200,8 @@ class DatasetWriter:
     def abort(self) -> None:
         """Discard everything written so far; a previous dataset at ``path`` stays as it was."""
         if self._writer is not None:
-            try:
+            with contextlib.suppress(Exception):  # the file is thrown away; its state does not matter
                 self._writer.close()
-            except Exception:  # the file is being thrown away; its state does not matter
-                pass
             self._writer = None
         self._tmp.unlink(missing_ok=True)
 

@@ -198,7 +198,7 @@ def fetch_images(
             todo.append(job)
     with (
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-        tqdm(total=len(todo), unit="img", desc="fetching", disable=not progress) as bar,
+        tqdm(total=len(todo), unit="img", desc="fetching", disable=not (progress and todo)) as bar,
     ):
         futures = {pool.submit(_run_job, root, job, timeout, retries): job for job in todo}
         for future in as_completed(futures):

@@ -402,7 +402,7 @@ class _ChannelMiner:
         """Close requests and generations older than ``before_ms``, yielding finished choices."""
         for mid in [mid for mid, p in self.pending.items() if p.ms < before_ms]:
             p = self.pending.pop(mid)
-            if p.drop_reason is None:
+            if p.drop_reason is None and p.refines is None:  # a choice needs no answer to count
                 self.report.skipped["request without a bot reply with images"] += 1
         old = [mid for mid, g in self.generations.items() if g.ms < before_ms]
         for mid in old:
@@ -491,7 +491,6 @@ def mine_choices(
             header = read_header(path)
         except DiscordExportError as exc:
             report.errors.append(str(exc))
-            logger.error("%s", exc)
             continue
         headers.setdefault(header.channel_key, []).append(header)
     total = sum(h.size for hs in headers.values() for h in hs)
@@ -520,7 +519,6 @@ def mine_choices(
                         yield from miner.feed(m, header.path)
                 except DiscordExportError as exc:
                     report.errors.append(str(exc))
-                    logger.error("%s", exc)
                 if lo is not None and hi is not None:
                     seen.append((lo, hi))
             if miner is not None:
