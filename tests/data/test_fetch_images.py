@@ -108,7 +108,7 @@ def test_fetch_grid_retry_failures_and_resume(tmp_path):
         assert srv.hits["/flaky/c.png"] == 3 and srv.hits["/grid.png"] == 1
 
         ds = load_dataset(tmp_path)
-        r1, r2, r3, r4 = ds.records
+        r1, r2, r3, _ = ds.records
         assert all("://" not in i for i in r1.images) and r1.meta["image_urls"][0] == f"{u}/a.png"
         cells = [Image.open(ds.image_path(i)).convert("RGB") for i in r2.images]
         assert [c.size for c in cells] == [(10, 10)] * 4
