@@ -175,7 +175,7 @@ def fetch_images(
         What was fetched, already present, and failed. Records whose images failed keep their URLs
         (``prefalign data validate`` lists them), so a later run can try again.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     root = Path(root)
     dataset = load_dataset(root)

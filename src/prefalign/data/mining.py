@@ -123,7 +123,7 @@ class _Generation:
     req: _Request
     images: list[str]  # image references of the kept (non-NSFW) images
     names: list[str]  # file names of the kept images, for replies carrying the file
-    keys: list[str]  # URL keys of the kept images, for replies carrying the URL
+    urls: list[str]  # URLs of the kept images, for replies carrying the URL
     seeds: list[int] | None  # seeds aligned with ``images``; None if unknown or unaligned
     named_seeds: set[int]  # every seed the bot named, NSFW images' included
     nsfw_seeds: set[int]
@@ -244,7 +244,7 @@ class _ChannelMiner:
         keys = [url_key(u) for u in find_urls(m.get("content") or "")]
         keys += [url_key(str(a.get("url") or "")) for a in m.get("attachments") or ()]
         hits = {i for i, n in enumerate(gen.names) if n and n in names}
-        hits |= {i for i, k in enumerate(gen.keys) if k in keys}
+        hits |= {i for i, u in enumerate(gen.urls) if url_key(u) in keys}
         if not hits:
             if self._names_nsfw(gen, names, keys):
                 gen.ambiguous = gen.ambiguous or "chose an NSFW image"
@@ -343,7 +343,7 @@ class _ChannelMiner:
             ref = self._image_ref(attachments[0])
             images = [_cell_ref(ref, layout, k) for k in range(n)] if layout else []
             names = [""] * len(images)  # a grid's file names a grid, never one cell
-            keys = [url_key(str(attachments[0].get("url") or ""))] * len(images)
+            urls = [str(attachments[0].get("url") or "")] * len(images)
             aligned = seeds
             nsfw_seeds = set(seeds or ()) if nsfw[0] else set()
             nsfw_refs = set()
@@ -356,7 +356,7 @@ class _ChannelMiner:
             keep = [i for i, bad in enumerate(nsfw) if not bad]
             images = [self._image_ref(attachments[i]) for i in keep]
             names = [str(attachments[i].get("fileName") or "") for i in keep]
-            keys = [url_key(str(attachments[i].get("url") or "")) for i in keep]
+            urls = [str(attachments[i].get("url") or "") for i in keep]
             # Seeds name images by position: only trust them if the counts agree.
             aligned = [seeds[i] for i in keep] if seeds and len(seeds) == len(attachments) else None
             nsfw_seeds = {seeds[i] for i, bad in enumerate(nsfw) if bad} if aligned is not None else set()
@@ -376,7 +376,7 @@ class _ChannelMiner:
             req=pending,
             images=images,
             names=names,
-            keys=keys,
+            urls=urls,
             seeds=aligned,
             named_seeds=set(seeds or ()),
             nsfw_seeds=nsfw_seeds,
@@ -480,7 +480,7 @@ def mine_choices(
         report: filled with counts of what was read, kept and skipped.
         progress: show a progress bar over the bytes read.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     grammar = grammar or DreamGrammar()
     report = report if report is not None else MiningReport()
