@@ -180,22 +180,22 @@ def write_export(path: Path, size_mb: float, seed: int = 0) -> int:
 CHILD = """
 import sys, time
 from prefalign.data.mining import from_discord
-t = time.perf_counter()
+t, cpu = time.perf_counter(), time.process_time()
 report = from_discord([sys.argv[1]], sys.argv[2], copy_media=False)
-seconds = time.perf_counter() - t
+seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
 # VmHWM is this process's own peak RSS; ru_maxrss would include the parent's before exec.
 peak_kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(seconds, peak_kb, report.messages, report.choices)
+print(seconds, cpu, peak_kb, report.messages, report.choices)
 """
 
 
-def mine_once(export: Path, out: Path) -> tuple[float, float, int, int]:
-    """(seconds, peak RSS in MB, messages, choices) of one mining run in a fresh process."""
+def mine_once(export: Path, out: Path) -> tuple[float, float, float, int, int]:
+    """(wall seconds, CPU seconds, peak RSS in MB, messages, choices) of one run in a fresh process."""
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(export), str(out)], capture_output=True, text=True, check=True
     )
-    seconds, peak_kb, messages, choices = proc.stdout.split()
-    return float(seconds), int(peak_kb) / 1024, int(messages), int(choices)
+    seconds, cpu, peak_kb, messages, choices = proc.stdout.split()
+    return float(seconds), float(cpu), int(peak_kb) / 1024, int(messages), int(choices)
 
 
 def main() -> None:
@@ -218,20 +218,22 @@ def main() -> None:
             f"wrote {large.stat().st_size / 1e6:.0f} MB ({n:,} messages) in {time.perf_counter() - t:.0f} s"
         )
 
-        s_sec, s_peak, _, _ = mine_once(small, tmp / "out-small")
+        s_sec, s_cpu, s_peak, _, _ = mine_once(small, tmp / "out-small")
         size = large.stat().st_size / 1e6
         runs = [mine_once(large, tmp / f"out-{i}") for i in range(args.runs)]
         secs = statistics.median(r[0] for r in runs)
-        peak = statistics.median(r[1] for r in runs)
-        _, _, messages, choices = runs[0]
+        cpu = statistics.median(r[1] for r in runs)
+        peak = statistics.median(r[2] for r in runs)
+        _, _, _, messages, choices = runs[0]
         print(
-            f"small export: {args.small_mb:.0f} MB, {args.small_mb / s_sec:.1f} MB/s, peak RSS {s_peak:.0f} MB"
+            f"small export: {args.small_mb:.0f} MB: {args.small_mb / s_sec:.1f} MB/s wall, "
+            f"{args.small_mb / s_cpu:.1f} MB/s per CPU second; peak RSS {s_peak:.0f} MB"
         )
         print(
-            f"large export: {size:.0f} MB, {messages:,} messages, {choices:,} choices mined; "
-            f"median of {args.runs}: {secs:.1f} s = {size / secs:.1f} MB/s; peak RSS {peak:.0f} MB"
+            f"large export: {size:.0f} MB, {messages:,} messages, {choices:,} choices mined; median of {args.runs}: "
+            f"{size / secs:.1f} MB/s wall, {size / cpu:.1f} MB/s per CPU second; peak RSS {peak:.0f} MB"
         )
-        print(f"(cpu count {os.cpu_count()}, one process, one core used)")
+        print(f"load average while running: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

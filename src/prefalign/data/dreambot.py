@@ -240,18 +240,23 @@ def _split_prompt(rest: str) -> tuple[str, str]:
 
 
 def _to_int(value: str | None) -> int | None:
-    try:
-        return int(str(value).strip().rstrip(","))
-    except (TypeError, ValueError):
+    if value is None:
         return None
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return int(value.strip().rstrip(","))
+        except ValueError:
+            return None
 
 
 def _to_number(value: str | None) -> Any:
     if value is None:
         return True
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
+    if value.isdigit():
+        return int(value)
+    try:
+        return float(value)
+    except ValueError:
+        return value
