@@ -1,0 +1,143 @@
+"""Loading a Stable Diffusion 1.x base (a diffusers directory or hub id) with clear errors,
+and the pieces of the diffusion forward pass the trainers and generation share.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prefalign.adapt.errors import AdaptError
+
+# What a diffusers Stable Diffusion directory must hold for training and generation.
+REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+# UNet config keys that fix the shapes of its attention layers: two bases that agree on all of
+# them accept the same LoRA adapter.
+ARCHITECTURE_KEYS = (
+    "in_channels",
+    "block_out_channels",
+    "cross_attention_dim",
+    "attention_head_dim",
+    "layers_per_block",
+    "down_block_types",
+    "up_block_types",
+)
+
+
+def check_base(base: str | Path) -> str:
+    """Return ``base`` as a string after checking a local directory has every component.
+
+    A string that is not an existing path is taken as a hub id and left to diffusers (which
+    honours HF_HUB_OFFLINE).
+
+    Raises:
+        AdaptError: a local directory without ``model_index.json`` or without some components.
+    """
+    path = Path(base)
+    if not path.exists():
+        if str(base).count("/") == 1 and not str(base).startswith((".", "/")):
+            return str(base)  # a hub id such as runwayml/stable-diffusion-v1-5
+        raise AdaptError(f"{base}: no such Stable Diffusion directory")
+    if not (path / "model_index.json").is_file():
+        raise AdaptError(f"{base}: not a diffusers Stable Diffusion directory (no model_index.json)")
+    missing = [c for c in REQUIRED_COMPONENTS if not (path / c).is_dir()]
+    if missing:
+        raise AdaptError(f"{base}: Stable Diffusion directory is missing {', '.join(f'{m}/' for m in missing)}")
+    return str(path)
+
+
+def architecture_of(unet_config: Any) -> dict[str, Any]:
+    """The shape-defining part of a UNet config, as plain JSON values."""
+    get = unet_config.get if isinstance(unet_config, dict) else lambda k: getattr(unet_config, k, None)
+    return {k: json.loads(json.dumps(get(k))) for k in ARCHITECTURE_KEYS}
+
+
+@dataclass
+class SDComponents:
+    """The frozen parts of a Stable Diffusion base and its UNet (trainable or not)."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    noise_scheduler: Any  # DDPM with the base's training schedule
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        return architecture_of(self.unet.config)
+
+
+def load_components(base: str | Path) -> SDComponents:
+    """Load a base's UNet, VAE, text encoder, tokenizer and its DDPM training noise schedule.
+
+    Everything is frozen and in eval mode; the trainer decides what to unfreeze.
+    """
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    source = check_base(base)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae")
+        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder")
+        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
+        noise_scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
+    except (OSError, ValueError) as exc:
+        raise AdaptError(f"{base}: cannot load the Stable Diffusion components ({_first_line(exc)})") from None
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False).eval()
+    return SDComponents(unet, vae, text_encoder, tokenizer, noise_scheduler)
+
+
+def load_pipeline(base: str | Path, *, scheduler: str = "pndm", device: str = "cpu"):
+    """A ``StableDiffusionPipeline`` without safety checker, with the named sampler."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler, StableDiffusionPipeline
+    from diffusers.utils import logging as dlogging
+
+    schedulers = {"pndm": PNDMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
+    if scheduler not in schedulers:
+        raise AdaptError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(schedulers)}")
+    source = check_base(base)
+    dlogging.disable_progress_bar()
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            source, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+    except (OSError, ValueError) as exc:
+        raise AdaptError(f"{base}: cannot load the Stable Diffusion pipeline ({_first_line(exc)})") from None
+    pipe.scheduler = schedulers[scheduler].from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def encode_prompts(components: SDComponents, prompts: list[str], device: torch.device) -> torch.Tensor:
+    """The text encoder's last hidden states for prompts padded to the tokenizer's length."""
+    ids = components.tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=components.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
+    with torch.no_grad():
+        return components.text_encoder(ids)[0]
+
+
+def images_to_latents(
+    components: SDComponents, pixels: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """VAE latents (sampled from the posterior, scaled) of images given in [-1, 1]."""
+    with torch.no_grad():
+        dist = components.vae.encode(pixels).latent_dist
+        noise = torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype).to(pixels.device)
+        latents = dist.mean + dist.std * noise
+    return latents * components.vae.config.scaling_factor
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

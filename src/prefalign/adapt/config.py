@@ -1,0 +1,85 @@
+"""Configs of the diffusion trainers: one dataclass per method, help text on every field.
+
+The CLI is generated from these fields (``prefalign adapt train-lora --help``), so a default
+or a help text is written once, here. Defaults follow the papers: HPS section 6 (LoRA rank 32,
+AdamW lr 1e-5, weight decay 1e-2, constant schedule, batch 40, 10k steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+TRAIN_TARGETS = ("lora", "unet")
+
+
+@dataclass
+class DiffusionTrainingConfig:
+    """What every ε-prediction fine-tuning run needs."""
+
+    data: str = field(metadata={"help": "image-caption dataset: each image is a training pair with its record's prompt"})
+    base: str = field(metadata={"help": "Stable Diffusion 1.x diffusers directory (or hub id)"})
+    out: str = field(metadata={"help": "output directory: adapter (or UNet), checkpoints/, train_log.jsonl"})
+    steps: int = field(default=10_000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(
+        default=40,
+        metadata={"help": "pairs per optimizer step, over all processes and accumulation steps"},
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "split each step's batch into this many forward/backward passes"}
+    )
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (constant schedule)"})
+    weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "clip gradients to this norm (0: no clipping)"})
+    resolution: int = field(default=512, metadata={"help": "training images are resized and centre-cropped to this"})
+    rank: int = field(default=32, metadata={"help": "LoRA rank (HPS uses 32)"})
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA alpha (default: the rank, i.e. scale 1)"})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute UNet activations in the backward pass to save memory"}
+    )
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate's mixed precision)"})
+    seed: int = field(default=0, metadata={"help": "seeds the LoRA init, data order, noise and timesteps"})
+    checkpoint_every: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps (0: never)"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "keep only the newest N checkpoints"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in --out"})
+    merge: bool = field(default=False, metadata={"help": "also save the base with the LoRA fused in, under OUT/merged"})
+    log_every: int = field(default=50, metadata={"help": "log the loss every N steps"})
+    cpu: bool = field(default=False, metadata={"help": "train on the CPU even if a GPU is available"})
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class LoraTrainingConfig(DiffusionTrainingConfig):
+    """HPS section 6: LoRA on the selected set, non-preferred captions carrying the identifier."""
+
+    identifier: str | None = field(
+        default=None,
+        metadata={
+            "help": "identifier of non-preferred captions, recorded in the adapter for use as negative "
+            "prompt (default: the one `adapt select` recorded in the data)"
+        },
+    )
+
+
+@dataclass
+class RewardWeightedConfig(DiffusionTrainingConfig):
+    """Lee et al.: reward-weighted ε-prediction on generated pairs plus a pre-training term."""
+
+    reward: str | None = field(
+        default=None,
+        metadata={"help": "reward or preference model for images without human ratings (any scorer directory)"},
+    )
+    prior_data: str | None = field(
+        default=None, metadata={"help": "pre-training image-caption dataset for the β term (e.g. a LAION subset)"}
+    )
+    beta: float = field(default=1.0, metadata={"help": "weight β of the pre-training loss"})
+    prior_batch_size: int | None = field(
+        default=None, metadata={"help": "pre-training pairs per step (default: --batch-size)"}
+    )
+    train: str = field(default="lora", metadata={"help": "what to train: lora (an adapter) or unet (every UNet weight)"})

@@ -1,0 +1,214 @@
+"""Generation from a base (optionally with a LoRA adapter) into a dataset, and best-of-n.
+
+Every image is one record whose ``meta`` says how it was made (``seed``, ``model``, ``lora``,
+sampler settings), so ``eval compare`` can pair a base and an adapted run by prompt and seed.
+Each image has its own seeded generator, so an image depends on its prompt and seed only, not on
+what else shared its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prefalign.adapt.adapter import load_adapter
+from prefalign.adapt.base_model import load_pipeline
+from prefalign.adapt.errors import AdaptError
+from prefalign.adapt.identifier import negative_prompt_for
+from prefalign.adapt.rewards import RewardFn
+from prefalign.data.dataset import DatasetWriter, Record
+
+logger = logging.getLogger(__name__)
+
+# Stable Diffusion's own defaults, which HPS and Lee et al. generate with.
+DEFAULT_STEPS = 50
+DEFAULT_GUIDANCE = 7.5
+DEFAULT_SCHEDULER = "pndm"
+
+
+@dataclass
+class GenerationSettings:
+    """How images are sampled.
+
+    Attributes:
+        steps: denoising steps.
+        guidance: classifier-free guidance scale.
+        scheduler: sampler: pndm (SD's default), ddim or dpm.
+        height: image height in pixels (default: the UNet's sample size x VAE factor).
+        width: image width in pixels (default: as height).
+        negative_prompt: None to use the adapter's identifier (if it was trained with one), ""
+            for none, or any text.
+        batch_size: images per UNet pass.
+    """
+
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    scheduler: str = DEFAULT_SCHEDULER
+    height: int | None = None
+    width: int | None = None
+    negative_prompt: str | None = None
+    batch_size: int = 4
+
+
+@dataclass
+class GenerationReport:
+    """What one generation run wrote."""
+
+    out: Path
+    images: int = 0
+    candidates: int = 0
+    negative_prompt: str | None = None
+    scores: list[float] = field(default_factory=list)
+
+
+def read_prompts(source: str | Path) -> list[str]:
+    """Prompts from a text file (one per line; blank lines and lines starting with # skipped)
+    or from a dataset directory (its distinct prompts in order).
+
+    Raises:
+        AdaptError: the file does not exist or holds no prompt.
+    """
+    path = Path(source)
+    if path.is_dir():
+        from prefalign.data.dataset import load_dataset
+
+        prompts = list(dict.fromkeys(r.prompt for r in load_dataset(path)))
+    elif path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    else:
+        raise AdaptError(f"{source}: no such prompt file")
+    if not prompts:
+        raise AdaptError(f"{source}: no prompts (one per line expected)")
+    return prompts
+
+
+def candidate_seeds(seed: int, best_of: int) -> list[int]:
+    """Seeds of the ``best_of`` candidates drawn for group seed ``seed`` (just ``[seed]`` for 1)."""
+    return [seed * best_of + k for k in range(best_of)] if best_of > 1 else [seed]
+
+
+def generate(
+    base: str | Path,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    out: str | Path,
+    *,
+    lora: str | Path | None = None,
+    settings: GenerationSettings | None = None,
+    best_of: int = 1,
+    keep: int | None = None,
+    reward: RewardFn | None = None,
+    model_name: str | None = None,
+    device: str = "cpu",
+) -> GenerationReport:
+    """Generate one image per (prompt, seed) — or the best ``keep`` of ``best_of`` — into a dataset.
+
+    Args:
+        base: Stable Diffusion diffusers directory (or hub id).
+        prompts: the prompts.
+        seeds: one image per prompt and seed; with ``best_of`` K, each seed s is a group whose
+            K candidates use seeds s·K … s·K+K−1.
+        out: output dataset directory (``records.parquet`` + ``images/``).
+        lora: a LoRA adapter directory; its identifier becomes the negative prompt unless
+            ``settings.negative_prompt`` says otherwise.
+        settings: sampler settings.
+        best_of: candidates per group (rejection sampling; Lee et al. draw 16 and keep 4).
+        keep: candidates kept per group, highest reward first (default: 1 with best_of > 1).
+        reward: scores candidates when ``best_of`` > 1 (a ``RewardFn``; see ``as_reward_fn``).
+        model_name: what ``meta["model"]`` says (default: the base, plus ``+lora`` name).
+        device: where to run.
+
+    Returns:
+        The report; each record's meta holds ``seed``, ``model``, ``base``, ``lora``,
+        ``negative_prompt``, the settings, and with best-of ``score``, ``rank``, ``group_seed``.
+    """
+    settings = settings or GenerationSettings()
+    prompts = [p for p in prompts]
+    if not prompts:
+        raise AdaptError("no prompts to generate from")
+    if any(not p.strip() for p in prompts):
+        raise AdaptError("a prompt is empty")
+    if not seeds:
+        raise AdaptError("no seeds given")
+    if best_of < 1:
+        raise AdaptError(f"--best-of must be at least 1, got {best_of}")
+    keep = 1 if keep is None else keep
+    if best_of > 1 and reward is None:
+        raise AdaptError("--best-of needs a scorer to rank the candidates (--scorer MODEL)")
+    if not 1 <= keep <= best_of:
+        raise AdaptError(f"--keep must be between 1 and --best-of ({best_of}), got {keep}")
+
+    pipe = load_pipeline(base, scheduler=settings.scheduler, device=device)
+    info: dict[str, Any] = {}
+    if lora is not None:
+        info = load_adapter(pipe, lora)
+    negative = settings.negative_prompt
+    if negative is None:
+        identifier = info.get("identifier")
+        negative = negative_prompt_for(identifier) if identifier else None
+    elif negative == "":
+        negative = None
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    height = settings.height or pipe.unet.config.sample_size * factor
+    width = settings.width or height
+    name = model_name or (str(base) if lora is None else f"{base}+{Path(lora).name}")
+    common_meta = {
+        "model": name,
+        "base": str(base),
+        "lora": None if lora is None else str(lora),
+        "negative_prompt": negative,
+        **{k: v for k, v in asdict(settings).items() if k not in ("negative_prompt", "batch_size")},
+        "height": height,
+        "width": width,
+    }
+
+    out = Path(out)
+    report = GenerationReport(out=out, negative_prompt=negative)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    with DatasetWriter(out) as writer:
+        for pi, prompt in enumerate(prompts):
+            for group_seed in seeds:
+                cand_seeds = candidate_seeds(int(group_seed), best_of)
+                images = _sample(pipe, prompt, negative, cand_seeds, settings, height, width, device)
+                report.candidates += len(images)
+                order = list(range(len(images)))
+                scores: list[float | None] = [None] * len(images)
+                if best_of > 1:
+                    values = reward(images, [prompt] * len(images)).float().tolist()
+                    scores = values
+                    order = sorted(order, key=lambda i: (-values[i], cand_seeds[i]))[:keep]
+                for rank, i in enumerate(order):
+                    rel = f"images/{pi:05d}-s{cand_seeds[i]}.png"
+                    images[i].save(out / rel)
+                    meta = {**common_meta, "seed": cand_seeds[i], "prompt_index": pi}
+                    if best_of > 1:
+                        meta.update(score=scores[i], rank=rank, group_seed=int(group_seed), best_of=best_of, keep=keep)
+                        report.scores.append(float(scores[i]))
+                    writer.write(Record(prompt=prompt, images=[rel], source="generated", meta=meta))
+                    report.images += 1
+    return report
+
+
+def _sample(pipe, prompt, negative, seeds, settings, height, width, device) -> list:
+    """PIL images for one prompt and each seed, ``settings.batch_size`` at a time."""
+    images = []
+    for start in range(0, len(seeds), max(1, settings.batch_size)):
+        chunk = seeds[start : start + max(1, settings.batch_size)]
+        generators = [torch.Generator(device="cpu").manual_seed(s) for s in chunk]
+        result = pipe(
+            prompt=[prompt] * len(chunk),
+            negative_prompt=None if negative is None else [negative] * len(chunk),
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance,
+            height=height,
+            width=width,
+            generator=generators,
+        )
+        images.extend(result.images)
+    return images

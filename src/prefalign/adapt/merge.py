@@ -1,0 +1,18 @@
+"""Fusing a LoRA adapter into its base: a plain Stable Diffusion directory, no peft needed to use it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefalign.adapt.adapter import load_adapter
+from prefalign.adapt.base_model import load_pipeline
+
+
+def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
+    """Save ``base`` with ``adapter`` fused into its UNet weights as a diffusers directory."""
+    pipe = load_pipeline(base)
+    load_adapter(pipe, adapter)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    pipe.save_pretrained(out)
+    return Path(out)

@@ -1,0 +1,277 @@
+"""HPS-guided training-set selection (Wu et al., section 6).
+
+For each prompt's group of n generated images, p = softmax of the HPS values (in HPS units,
+100·cos, so a 1-point gap is a factor e in p). The best image I* is *preferred* when
+p(I*) > α/n; the same test on the negated scores picks the *non-preferred* image, whose caption
+gets the identifier prefix. With α = 2 a group of two images never qualifies (p ≤ 1 = α/n):
+the test asks for an image that stands out from a crowd.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from prefalign.adapt.errors import AdaptError
+from prefalign.adapt.identifier import DEFAULT_IDENTIFIER, with_identifier
+from prefalign.data.dataset import Dataset, DatasetWriter, Record
+from prefalign.data.images import ImageLoadError, load_image
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ALPHA = 2.0
+# The official HPS selection script drops near-flat images (blank, black, single colour): the
+# largest difference between neighbouring pixel values is below this in both directions.
+DEGENERATE_MAX_DIFF = 10
+PREFERRED, NON_PREFERRED, REGULARIZATION = "preferred", "non-preferred", "regularization"
+
+
+def is_degenerate(image, threshold: int = DEGENERATE_MAX_DIFF) -> bool:
+    """True for a near-flat image: the largest adjacent-pixel difference (over RGB values 0-255)
+    is below ``threshold`` both horizontally and vertically.
+
+    An image with stripes in one direction still has large differences in the other, so it is
+    kept; only images flat in both directions are dropped.
+    """
+    arr = np.asarray(load_image(image), dtype=np.int16)
+    horizontal = int(np.abs(np.diff(arr, axis=1)).max(initial=0))
+    vertical = int(np.abs(np.diff(arr, axis=0)).max(initial=0))
+    return horizontal < threshold and vertical < threshold
+
+
+def softmax(scores: Sequence[float]) -> np.ndarray:
+    """Numerically stable softmax of scores given in their own units (HPS: 100·cos)."""
+    s = np.asarray(scores, dtype=np.float64)
+    e = np.exp(s - s.max())
+    return e / e.sum()
+
+
+@dataclass
+class GroupChoice:
+    """What selection picked from one group: indices into the group (None if nothing qualified)."""
+
+    preferred: int | None
+    non_preferred: int | None
+    p_preferred: float
+    p_non_preferred: float
+
+
+def select_from_group(scores: Sequence[float], alpha: float = DEFAULT_ALPHA) -> GroupChoice:
+    """Apply the α test to one group of HPS values.
+
+    Args:
+        scores: HPS values of the group's n images, in HPS units (100·cos).
+        alpha: the image must be ``alpha`` times likelier than uniform: p > alpha / n (strict).
+
+    Returns:
+        The preferred index (argmax of softmax(scores)) and the non-preferred index (argmax of
+        softmax(-scores)), each None when its p does not exceed alpha / n.
+    """
+    n = len(scores)
+    if n == 0:
+        return GroupChoice(None, None, math.nan, math.nan)
+    threshold = alpha / n
+    p_best = softmax(scores)
+    p_worst = softmax([-s for s in scores])
+    best, worst = int(p_best.argmax()), int(p_worst.argmax())
+    return GroupChoice(
+        preferred=best if p_best[best] > threshold else None,
+        non_preferred=worst if p_worst[worst] > threshold else None,
+        p_preferred=float(p_best[best]),
+        p_non_preferred=float(p_worst[worst]),
+    )
+
+
+@dataclass
+class SelectionReport:
+    """Counts of one selection run (what the command prints)."""
+
+    groups: int = 0
+    groups_too_small: int = 0
+    degenerate: int = 0
+    failed: int = 0
+    preferred: int = 0
+    non_preferred: int = 0
+    regularization: int = 0
+    regularization_below_threshold: int = 0
+    out: Path | None = None
+    failures: list[str] = field(default_factory=list)
+
+    def as_rows(self) -> list[dict]:
+        keys = (
+            "groups",
+            "groups_too_small",
+            "degenerate",
+            "failed",
+            PREFERRED,
+            NON_PREFERRED,
+            REGULARIZATION,
+            "regularization_below_threshold",
+        )
+        return [{"count": k, "value": getattr(self, k.replace("-", "_"))} for k in keys]
+
+
+def _copy_image(src: str, out: Path, kind: str, name: str) -> str:
+    """Copy one image into the selected set; returns its path relative to ``out``."""
+    rel = Path("images") / kind / f"{name}{Path(src).suffix.lower() or '.png'}"
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, out / rel)
+    return rel.as_posix()
+
+
+def select_training_set(
+    data: Dataset,
+    score_fn: Callable[[list[tuple[str, list[str]]]], list[np.ndarray]],
+    out: str | Path,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    identifier: str = DEFAULT_IDENTIFIER,
+    min_group_size: int = 2,
+    drop_degenerate: bool = True,
+    regularization: Dataset | None = None,
+    aesthetic_fn: Callable[[list[tuple[str, list[str]]]], list[np.ndarray]] | None = None,
+    aesthetic_threshold: float | None = None,
+) -> SelectionReport:
+    """Build the image-caption set for LoRA training from groups of generated images.
+
+    Args:
+        data: one record per prompt with its generated images (e.g. an imported DiffusionDB).
+        score_fn: HPS of ``(prompt, image paths)`` records, one array per record, NaN where an
+            image failed; ``Scorer.score_records`` wrapped by :func:`scorer_score_fn` fits.
+        out: the output dataset directory; images are copied under ``images/<kind>/``.
+        alpha: the selection strictness (p > alpha / n).
+        identifier: prefix of non-preferred captions.
+        min_group_size: groups with fewer usable images (after dropping degenerate and failed
+            ones) are skipped.
+        drop_degenerate: drop near-flat images before scoring (see :func:`is_degenerate`).
+        regularization: optional real image-caption pairs (one record per caption) mixed in as is.
+        aesthetic_fn: scores regularization images (kind ``aesthetic``); with
+            ``aesthetic_threshold``, only pairs scoring at least the threshold are kept.
+        aesthetic_threshold: the minimum aesthetic score of a regularization image.
+
+    Returns:
+        The counts. Each output record has one image; ``meta`` holds ``kind``
+        (preferred / non-preferred / regularization), ``source_id``, ``hps`` and ``p``.
+    """
+    if alpha <= 0:
+        raise AdaptError(f"alpha must be positive, got {alpha}")
+    if min_group_size < 1:
+        raise AdaptError(f"min group size must be at least 1, got {min_group_size}")
+    if aesthetic_threshold is not None and aesthetic_fn is None and regularization is not None:
+        raise AdaptError("an aesthetic threshold needs an aesthetic scorer")
+    out = Path(out)
+    report = SelectionReport(out=out)
+
+    groups: list[tuple[Record, list[int], list[str]]] = []  # record, kept indices, paths
+    for rec in data:
+        kept, paths = [], []
+        for i, image in enumerate(rec.images):
+            path = data.image_path(image)
+            if drop_degenerate:
+                try:
+                    if is_degenerate(path):
+                        report.degenerate += 1
+                        continue
+                except ImageLoadError as exc:
+                    report.failed += 1
+                    report.failures.append(str(exc))
+                    continue
+            kept.append(i)
+            paths.append(path)
+        groups.append((rec, kept, paths))
+
+    scorable = [(rec.prompt, paths) for rec, kept, paths in groups if len(kept) >= min_group_size]
+    all_scores = iter(score_fn(scorable) if scorable else [])
+
+    with DatasetWriter(out) as writer:
+        for rec, kept, paths in groups:
+            report.groups += 1
+            if len(kept) < min_group_size:
+                report.groups_too_small += 1
+                continue
+            scores = np.asarray(next(all_scores), dtype=np.float64)
+            ok = ~np.isnan(scores)
+            report.failed += int((~ok).sum())
+            if ok.sum() < min_group_size:
+                report.groups_too_small += 1
+                continue
+            valid = [j for j in range(len(kept)) if ok[j]]
+            choice = select_from_group([scores[j] for j in valid], alpha)
+            for kind, pick, p in (
+                (PREFERRED, choice.preferred, choice.p_preferred),
+                (NON_PREFERRED, choice.non_preferred, choice.p_non_preferred),
+            ):
+                if pick is None:
+                    continue
+                j = valid[pick]
+                caption = rec.prompt if kind == PREFERRED else with_identifier(rec.prompt, identifier)
+                rel = _copy_image(paths[j], out, kind, f"{rec.id or report.groups}-{kept[j]}")
+                writer.write(
+                    Record(
+                        prompt=caption,
+                        images=[rel],
+                        source="hps-selection",
+                        meta={
+                            "kind": kind,
+                            "source_id": rec.id,
+                            "source_index": kept[j],
+                            "hps": float(scores[j]),
+                            "p": p,
+                            "alpha": alpha,
+                            "group_size": len(valid),
+                            "identifier": identifier,
+                        },
+                    )
+                )
+                setattr(report, kind.replace("-", "_"), getattr(report, kind.replace("-", "_")) + 1)
+
+        if regularization is not None:
+            _add_regularization(regularization, writer, out, report, aesthetic_fn, aesthetic_threshold)
+    logger.info(
+        "selected %d preferred and %d non-preferred images from %d groups",
+        report.preferred,
+        report.non_preferred,
+        report.groups,
+    )
+    return report
+
+
+def _add_regularization(
+    reg: Dataset,
+    writer: DatasetWriter,
+    out: Path,
+    report: SelectionReport,
+    aesthetic_fn,
+    threshold: float | None,
+) -> None:
+    """Mix in real image-caption pairs, optionally only those at or above an aesthetic score."""
+    pairs = [(rec, i, reg.image_path(img)) for rec in reg for i, img in enumerate(rec.images)]
+    keep_score: list[float | None] = [None] * len(pairs)
+    if aesthetic_fn is not None:
+        scores = aesthetic_fn([(rec.prompt, [path]) for rec, _, path in pairs])
+        keep_score = [float(s[0]) for s in scores]
+    for k, ((rec, i, path), score) in enumerate(zip(pairs, keep_score)):
+        if threshold is not None and (score is None or not score >= threshold):  # NaN fails too
+            report.regularization_below_threshold += 1
+            continue
+        rel = _copy_image(path, out, REGULARIZATION, f"{rec.id or k}-{i}")
+        meta = {"kind": REGULARIZATION, "source_id": rec.id, "source_index": i}
+        if score is not None:
+            meta["aesthetic"] = score
+        writer.write(Record(prompt=rec.prompt, images=[rel], source="regularization", meta=meta))
+        report.regularization += 1
+
+
+def scorer_score_fn(scorer, *, batch_size: int = 4, progress: bool | None = None):
+    """Adapt a ``Scorer`` to the ``score_fn`` of :func:`select_training_set`."""
+
+    def score(records: list[tuple[str, list[str]]]) -> list[np.ndarray]:
+        return scorer.score_records(records, batch_size=batch_size, progress=progress).scores
+
+    return score
