@@ -92,7 +92,9 @@ def load_adapter(pipe, adapter: str | Path) -> dict[str, Any]:
     wanted = info.get("architecture")
     have = architecture_of(pipe.unet.config)
     if wanted is not None and wanted != have:
-        diff = ", ".join(f"{k} {wanted.get(k)} vs {have.get(k)}" for k in have if wanted.get(k) != have.get(k))
+        diff = ", ".join(
+            f"{k} {wanted.get(k)} vs {have.get(k)}" for k in have if wanted.get(k) != have.get(k)
+        )
         raise AdaptError(
             f"{adapter}: adapter was trained for another UNet architecture (adapter vs base: {diff})"
         )

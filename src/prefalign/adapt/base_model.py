@@ -46,7 +46,9 @@ def check_base(base: str | Path) -> str:
         raise AdaptError(f"{base}: not a diffusers Stable Diffusion directory (no model_index.json)")
     missing = [c for c in REQUIRED_COMPONENTS if not (path / c).is_dir()]
     if missing:
-        raise AdaptError(f"{base}: Stable Diffusion directory is missing {', '.join(f'{m}/' for m in missing)}")
+        raise AdaptError(
+            f"{base}: Stable Diffusion directory is missing {', '.join(f'{m}/' for m in missing)}"
+        )
     return str(path)
 
 
@@ -87,7 +89,9 @@ def load_components(base: str | Path) -> SDComponents:
         tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
         noise_scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
     except (OSError, ValueError) as exc:
-        raise AdaptError(f"{base}: cannot load the Stable Diffusion components ({_first_line(exc)})") from None
+        raise AdaptError(
+            f"{base}: cannot load the Stable Diffusion components ({_first_line(exc)})"
+        ) from None
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False).eval()
     return SDComponents(unet, vae, text_encoder, tokenizer, noise_scheduler)

@@ -17,7 +17,9 @@ TRAIN_TARGETS = ("lora", "unet")
 class DiffusionTrainingConfig:
     """What every ε-prediction fine-tuning run needs."""
 
-    data: str = field(metadata={"help": "image-caption dataset: each image is a training pair with its record's prompt"})
+    data: str = field(
+        metadata={"help": "image-caption dataset: each image is a training pair with its record's prompt"}
+    )
     base: str = field(metadata={"help": "Stable Diffusion 1.x diffusers directory (or hub id)"})
     out: str = field(metadata={"help": "output directory: adapter (or UNet), checkpoints/, train_log.jsonl"})
     steps: int = field(default=10_000, metadata={"help": "optimizer steps"})
@@ -30,19 +32,31 @@ class DiffusionTrainingConfig:
     )
     learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (constant schedule)"})
     weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "clip gradients to this norm (0: no clipping)"})
-    resolution: int = field(default=512, metadata={"help": "training images are resized and centre-cropped to this"})
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "clip gradients to this norm (0: no clipping)"}
+    )
+    resolution: int = field(
+        default=512, metadata={"help": "training images are resized and centre-cropped to this"}
+    )
     rank: int = field(default=32, metadata={"help": "LoRA rank (HPS uses 32)"})
-    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA alpha (default: the rank, i.e. scale 1)"})
+    lora_alpha: float | None = field(
+        default=None, metadata={"help": "LoRA alpha (default: the rank, i.e. scale 1)"}
+    )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "recompute UNet activations in the backward pass to save memory"}
     )
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate's mixed precision)"})
+    mixed_precision: str = field(
+        default="no", metadata={"help": "accelerate's mixed precision", "choices": ("no", "fp16", "bf16")}
+    )
     seed: int = field(default=0, metadata={"help": "seeds the LoRA init, data order, noise and timesteps"})
-    checkpoint_every: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps (0: never)"})
+    checkpoint_every: int = field(
+        default=500, metadata={"help": "save a resumable checkpoint every N steps (0: never)"}
+    )
     keep_checkpoints: int = field(default=2, metadata={"help": "keep only the newest N checkpoints"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in --out"})
-    merge: bool = field(default=False, metadata={"help": "also save the base with the LoRA fused in, under OUT/merged"})
+    merge: bool = field(
+        default=False, metadata={"help": "also save the base with the LoRA fused in, under OUT/merged"}
+    )
     log_every: int = field(default=50, metadata={"help": "log the loss every N steps"})
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even if a GPU is available"})
 
@@ -73,13 +87,22 @@ class RewardWeightedConfig(DiffusionTrainingConfig):
 
     reward: str | None = field(
         default=None,
-        metadata={"help": "reward or preference model for images without human ratings (any scorer directory)"},
+        metadata={
+            "help": "reward or preference model for images without human ratings (any scorer directory)"
+        },
     )
     prior_data: str | None = field(
-        default=None, metadata={"help": "pre-training image-caption dataset for the β term (e.g. a LAION subset)"}
+        default=None,
+        metadata={"help": "pre-training image-caption dataset for the β term (e.g. a LAION subset)"},
     )
     beta: float = field(default=1.0, metadata={"help": "weight β of the pre-training loss"})
     prior_batch_size: int | None = field(
         default=None, metadata={"help": "pre-training pairs per step (default: --batch-size)"}
     )
-    train: str = field(default="lora", metadata={"help": "what to train: lora (an adapter) or unet (every UNet weight)"})
+    train: str = field(
+        default="lora",
+        metadata={
+            "help": "what to train: lora (an adapter) or unet (every UNet weight)",
+            "choices": TRAIN_TARGETS,
+        },
+    )

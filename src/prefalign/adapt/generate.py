@@ -188,7 +188,9 @@ def generate(
                     images[i].save(out / rel)
                     meta = {**common_meta, "seed": cand_seeds[i], "prompt_index": pi}
                     if best_of > 1:
-                        meta.update(score=scores[i], rank=rank, group_seed=int(group_seed), best_of=best_of, keep=keep)
+                        meta.update(
+                            score=scores[i], rank=rank, group_seed=int(group_seed), best_of=best_of, keep=keep
+                        )
                         report.scores.append(float(scores[i]))
                     writer.write(Record(prompt=prompt, images=[rel], source="generated", meta=meta))
                     report.images += 1

@@ -182,9 +182,14 @@ class DiffusionFineTuner:
             tmp = path.with_name(path.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            save_file({n: p.detach().cpu().contiguous() for n, p in self.trainable.items()}, tmp / "trainable.safetensors")
+            save_file(
+                {n: p.detach().cpu().contiguous() for n, p in self.trainable.items()},
+                tmp / "trainable.safetensors",
+            )
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            (tmp / "state.json").write_text(json.dumps({"step": step, "config": self.config.to_dict()}, indent=2))
+            (tmp / "state.json").write_text(
+                json.dumps({"step": step, "config": self.config.to_dict()}, indent=2)
+            )
             shutil.rmtree(path, ignore_errors=True)
             tmp.rename(path)
             for old in self._checkpoint_dirs()[: -max(1, self.config.keep_checkpoints)]:
@@ -201,11 +206,15 @@ class DiffusionFineTuner:
         path = dirs[-1]
         weights = load_file(path / "trainable.safetensors")
         if set(weights) != set(self.trainable):
-            raise AdaptError(f"{path}: checkpoint does not match this run's trainable weights (other rank or target?)")
+            raise AdaptError(
+                f"{path}: checkpoint does not match this run's trainable weights (other rank or target?)"
+            )
         with torch.no_grad():
             for name, param in self.trainable.items():
                 param.copy_(weights[name].to(param))
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+        self.optimizer.load_state_dict(
+            torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+        )
         step = int(json.loads((path / "state.json").read_text())["step"])
         logger.info("resumed from %s (step %d)", path, step)
         return step
@@ -217,7 +226,9 @@ class DiffusionFineTuner:
         """Per-sample ε-prediction errors of one micro-batch of ``pairs``, and the pairs' weights."""
         cfg, acc, sd = self.config, self.accelerator, self.sd
         size = self.micro_batch if stream == _MODEL_STREAM else self.prior_micro_batch
-        start = ((step * cfg.gradient_accumulation_steps + micro) * acc.num_processes + acc.process_index) * size
+        start = (
+            (step * cfg.gradient_accumulation_steps + micro) * acc.num_processes + acc.process_index
+        ) * size
         batch = [pairs[i] for i in _indices(len(pairs), cfg.seed, stream, start, size)]
         rng = _generator(cfg.seed, 2 + stream, step, micro, acc.process_index)
         device = acc.device
@@ -247,7 +258,9 @@ class DiffusionFineTuner:
         self.out.mkdir(parents=True, exist_ok=True)
         start = self._resume() if cfg.resume else 0
         if not cfg.resume and self._checkpoint_dirs():
-            raise AdaptError(f"{self.out}: has checkpoints from an earlier run; pass --resume or use a new --out")
+            raise AdaptError(
+                f"{self.out}: has checkpoints from an earlier run; pass --resume or use a new --out"
+            )
         log_file = self.out / TRAIN_LOG_FILE
         t0 = time.perf_counter()
         for step in range(start, cfg.steps):

@@ -1,0 +1,231 @@
+"""``prefalign adapt``: HPS-guided selection, LoRA with the identifier, reward-weighted fine-tuning.
+
+Trainer options are generated from the config dataclasses (``prefalign.adapt.config``), so each
+default and help text lives in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from typing import Any
+
+from prefalign.cli.main import CommandError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "adapt",
+        help="align a Stable Diffusion model: select by HPS, train a LoRA, reward-weighted fine-tuning",
+        description="Align a text-to-image generator with human preference (HPS section 6; Lee et al.).",
+    )
+    adapt_sub = p.add_subparsers(dest="adapt_command", metavar="SUBCOMMAND", required=True)
+    _register_select(adapt_sub)
+    _register_train_lora(adapt_sub)
+    _register_train_rwr(adapt_sub)
+
+
+# ---------------------------------------------------------------------- select
+def _register_select(sub: argparse._SubParsersAction) -> None:
+    from prefalign.adapt.identifier import DEFAULT_IDENTIFIER
+    from prefalign.adapt.selection import DEFAULT_ALPHA, DEGENERATE_MAX_DIFF
+
+    p = sub.add_parser(
+        "select",
+        help="build the LoRA training set: HPS-preferred and non-preferred images per prompt",
+        description="Score each prompt's generated images with HPS; p = softmax of the group's HPS values "
+        "(100·cos units). The best image is preferred if p > alpha/n; the worst (softmax of the negated "
+        "scores) is non-preferred if its p > alpha/n, and its caption gets the identifier prefix. "
+        "Writes an image-caption dataset (one image per record; meta.kind says which) and prints counts.",
+        epilog="example:\n  prefalign adapt select --data diffusiondb --model models/hps-v1 --out selected --alpha 2.0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data", required=True, help="dataset with one record per prompt and its generated images"
+    )
+    p.add_argument("--model", "-m", required=True, help="HPS model (directory, hub id or known name)")
+    p.add_argument("--out", "-o", required=True, help="output dataset directory")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        help=f"selection strictness: p > alpha/n (default {DEFAULT_ALPHA})",
+    )
+    p.add_argument(
+        "--identifier",
+        default=DEFAULT_IDENTIFIER,
+        help=f"prefix of non-preferred captions (default {DEFAULT_IDENTIFIER!r})",
+    )
+    p.add_argument(
+        "--min-group-size", type=int, default=2, help="skip prompts with fewer usable images (default 2)"
+    )
+    p.add_argument(
+        "--keep-degenerate",
+        action="store_true",
+        help=f"keep near-flat images (by default dropped: largest adjacent-pixel difference < "
+        f"{DEGENERATE_MAX_DIFF} both horizontally and vertically)",
+    )
+    p.add_argument(
+        "--regularization", metavar="DATASET", help="real image-caption pairs to mix in (e.g. LAION)"
+    )
+    p.add_argument("--aesthetic-model", help="aesthetic scorer for --aesthetic-threshold")
+    p.add_argument(
+        "--aesthetic-threshold",
+        type=float,
+        help="keep regularization images scoring at least this (e.g. 6.0)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per scoring pass (default 4)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run_select)
+
+
+def run_select(args: argparse.Namespace) -> int:
+    from prefalign.adapt.selection import scorer_score_fn, select_training_set
+    from prefalign.cli.common import format_table
+    from prefalign.data import load_dataset
+    from prefalign.scoring import load_scorer
+
+    if args.aesthetic_threshold is not None and not args.aesthetic_model:
+        raise CommandError("--aesthetic-threshold needs --aesthetic-model")
+    if args.aesthetic_model and not args.regularization:
+        raise CommandError("--aesthetic-model filters --regularization pairs; give --regularization too")
+    data = load_dataset(args.data)
+    progress = False if args.no_progress else None
+    scorer = load_scorer(args.model, device=args.device)
+    if scorer.kind != "hps":
+        print(
+            f"warning: {args.model} is a {scorer.kind!r} scorer; alpha is calibrated for HPS (100·cos)",
+            file=sys.stderr,
+        )
+    aesthetic = None
+    if args.aesthetic_model:
+        aesthetic = scorer_score_fn(load_scorer(args.aesthetic_model, device=args.device), progress=progress)
+    report = select_training_set(
+        data,
+        scorer_score_fn(scorer, batch_size=args.batch_size, progress=progress),
+        args.out,
+        alpha=args.alpha,
+        identifier=args.identifier,
+        min_group_size=args.min_group_size,
+        drop_degenerate=not args.keep_degenerate,
+        regularization=load_dataset(args.regularization) if args.regularization else None,
+        aesthetic_fn=aesthetic,
+        aesthetic_threshold=args.aesthetic_threshold,
+    )
+    print(format_table(report.as_rows(), ("count", "value")))
+    print(
+        f"wrote {report.preferred + report.non_preferred + report.regularization} pairs to {args.out}",
+        file=sys.stderr,
+    )
+    for failure in report.failures:
+        print(f"  skipped: {failure}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------- trainers
+def add_config_args(p: argparse.ArgumentParser, config_cls: type, *, skip: tuple[str, ...] = ()) -> None:
+    """One option per dataclass field: its type, default and ``metadata['help']``."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else f.default
+        help_text = f.metadata.get("help", "")
+        kind = _base_type(hints[f.name])
+        if kind is bool:
+            p.add_argument(flag, action="store_true", help=help_text)
+            continue
+        shown = "" if required or default is None else f" (default {default})"
+        p.add_argument(
+            flag,
+            type=kind,
+            required=required,
+            default=default,
+            choices=f.metadata.get("choices"),
+            help=help_text + shown,
+        )
+
+
+def _base_type(hint: Any) -> type:
+    """``int | None`` -> int; plain types as they are."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return inner[0]
+    return hint
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace):
+    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        raise CommandError(f"{out}: exists and is not empty; use a new --out, or --resume a run")
+
+
+def _register_train_lora(sub: argparse._SubParsersAction) -> None:
+    from prefalign.adapt.config import LoraTrainingConfig
+
+    p = sub.add_parser(
+        "train-lora",
+        help="train a LoRA adapter on the selected set (HPS section 6)",
+        description="Train a peft LoRA on the UNet's to_q, to_k, to_v, to_out.0 (base UNet, VAE and text "
+        "encoder frozen) with the ε-prediction MSE. Saves diffusers' LoRA format "
+        "(pytorch_lora_weights.safetensors, loadable by StableDiffusionPipeline.load_lora_weights) and "
+        "prefalign_adapter.json with the identifier that `prefalign generate` uses as negative prompt.",
+        epilog="examples:\n"
+        "  prefalign adapt train-lora --data selected --base sd-v1-4 --out lora\n"
+        "  accelerate launch -m prefalign.cli.main adapt train-lora --data selected --base sd-v1-4 --out lora\n"
+        "  prefalign adapt train-lora --data selected --base sd-v1-4 --out lora --resume",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_args(p, LoraTrainingConfig)
+    p.set_defaults(func=run_train_lora)
+
+
+def run_train_lora(args: argparse.Namespace) -> int:
+    from prefalign.adapt.config import LoraTrainingConfig
+    from prefalign.adapt.lora import train_lora
+
+    _check_out(args)
+    out = train_lora(config_from_args(LoraTrainingConfig, args))
+    print(f"adapter saved to {out}", file=sys.stderr)
+    return 0
+
+
+def _register_train_rwr(sub: argparse._SubParsersAction) -> None:
+    from prefalign.adapt.config import RewardWeightedConfig
+
+    p = sub.add_parser(
+        "train-rwr",
+        help="reward-weighted fine-tuning with a pre-training term (Lee et al.)",
+        description="loss = mean r(x,z)·||ε − ε_θ(x_t, t, z)||² over model-generated pairs + β · mean "
+        "||ε − ε_θ||² over pre-training pairs. Rewards are the records' human ratings where present, else "
+        "the --reward model's scores. Trains a LoRA adapter (default) or the whole UNet (--train unet, "
+        "which saves a full Stable Diffusion directory).",
+        epilog="example:\n"
+        "  prefalign adapt train-rwr --data generated --reward models/reward --prior-data laion-subset \\\n"
+        "      --base sd-v1-5 --out rwr --beta 1.0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_args(p, RewardWeightedConfig)
+    p.set_defaults(func=run_train_rwr)
+
+
+def run_train_rwr(args: argparse.Namespace) -> int:
+    from prefalign.adapt.config import RewardWeightedConfig
+    from prefalign.adapt.reward_weighted import train_reward_weighted
+
+    _check_out(args)
+    out = train_reward_weighted(config_from_args(RewardWeightedConfig, args))
+    print(f"saved to {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,90 @@
+"""Tiny Stable Diffusion bases, adapters and scorers built in code for the adaptation tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """The tiny UNet's kernels are so small that two threads on a shared 2-core machine spend
+    their time waiting for each other (about 50x slower than one); restore afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    """A saved tiny Stable Diffusion directory (32 px images, 16 px latents)."""
+    from prefalign.testing.diffusion import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "sd")
+
+
+@pytest.fixture(scope="session")
+def other_sd(tmp_path_factory) -> Path:
+    """A tiny base of another architecture (other cross-attention width)."""
+    from prefalign.testing.diffusion import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("other-sd") / "sd", cross_attention_dim=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_hps(tmp_path_factory) -> Path:
+    """A tiny random CLIP in the prefalign model format, kind hps (100·cos)."""
+    from prefalign.scoring import convert_checkpoint
+    from prefalign.testing import save_tiny_clip
+
+    root = tmp_path_factory.mktemp("tiny-hps")
+    hf = save_tiny_clip(root / "hf", image_size=32, patch_size=8)
+    return convert_checkpoint("hf-clip", hf, root / "hps", kind="hps")
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory) -> Path:
+    """Eight prompts with two or three 32 px images each."""
+    from prefalign.testing import make_choice_dataset
+
+    return make_choice_dataset(tmp_path_factory.mktemp("shapes") / "data", 8, n_images=(2, 3), size=32, seed=0)
+
+
+def lora_config(data: Path, base: Path, out: Path, **overrides):
+    """A LoRA run small enough for a CPU test: rank 4, 32 px, batch 2, a learning rate that shows."""
+    from prefalign.adapt.config import LoraTrainingConfig
+
+    settings = dict(
+        data=str(data),
+        base=str(base),
+        out=str(out),
+        steps=3,
+        batch_size=2,
+        resolution=32,
+        rank=4,
+        learning_rate=1e-2,
+        checkpoint_every=0,
+        log_every=1,
+        cpu=True,
+    )
+    settings.update(overrides)
+    return LoraTrainingConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def trained_lora(tmp_path_factory, shapes_data, tiny_sd) -> Path:
+    """A LoRA adapter trained 3 steps with the identifier recorded."""
+    from prefalign.adapt.lora import train_lora
+
+    out = tmp_path_factory.mktemp("lora") / "adapter"
+    return train_lora(lora_config(shapes_data, tiny_sd, out, identifier="Weird image. "))
+
+
+def copy_without(src: Path, dst: Path, missing: str) -> Path:
+    shutil.copytree(src, dst)
+    shutil.rmtree(dst / missing)
+    return dst
