@@ -51,7 +51,9 @@ def shapes_data(tmp_path_factory) -> Path:
     """Eight prompts with two or three 32 px images each."""
     from prefalign.testing import make_choice_dataset
 
-    return make_choice_dataset(tmp_path_factory.mktemp("shapes") / "data", 8, n_images=(2, 3), size=32, seed=0)
+    return make_choice_dataset(
+        tmp_path_factory.mktemp("shapes") / "data", 8, n_images=(2, 3), size=32, seed=0
+    )
 
 
 def lora_config(data: Path, base: Path, out: Path, **overrides):

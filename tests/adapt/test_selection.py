@@ -93,7 +93,9 @@ def _group_dataset(tmp_path):
         # n = 2 at α = 2: nothing
         Record(id="g3", prompt="a green triangle", images=[img("f.png", 70), img("g.png", 90)]),
         # clear loser -> non-preferred
-        Record(id="g4", prompt="a white cat", images=[img("h.png", 100), img("i.png", 101), img("j.png", 102)]),
+        Record(
+            id="g4", prompt="a white cat", images=[img("h.png", 100), img("i.png", 101), img("j.png", 102)]
+        ),
     ]
     save_dataset(records, tmp_path)
     hps = {
