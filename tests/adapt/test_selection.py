@@ -189,11 +189,37 @@ def test_selection_with_a_real_tiny_hps_scorer(tmp_path, shapes_data, tiny_hps):
     scorer = load_scorer(tiny_hps, device="cpu")
     data = load_dataset(shapes_data)
     report = select_training_set(data, scorer_score_fn(scorer, progress=False), tmp_path / "out", alpha=1.0)
-    # α = 1: every group with a unique maximum has p(best) > 1/n, so all 8 groups select one
-    assert report.groups == 8 and report.preferred == 8
-    out = load_dataset(tmp_path / "out")
-    for rec in out:
+    prompts = {r.prompt for r in data}
+    # α = 1: every group with a unique maximum has p(best) > 1/n, so every prompt selects one
+    assert report.groups == len(prompts) and report.preferred == len(prompts)
+    for rec in load_dataset(tmp_path / "out"):
         if rec.meta["kind"] == PREFERRED:
-            source = next(r for r in data if r.id == rec.meta["source_id"])
-            scores = scorer.score([data.image_path(i) for i in source.images], source.prompt)
-            assert rec.meta["source_index"] == int(scores.argmax())
+            group = [
+                (r.id, i, data.image_path(img))
+                for r in data
+                if r.prompt == rec.prompt
+                for i, img in enumerate(r.images)
+            ]
+            scores = scorer.score([path for _, _, path in group], rec.prompt)
+            assert group[int(scores.argmax())][:2] == (rec.meta["source_id"], rec.meta["source_index"])
+
+
+def test_records_with_the_same_prompt_form_one_group(tmp_path):
+    """``prefalign generate`` writes one record per image; selection groups them by prompt."""
+    (tmp_path / "in").mkdir()
+    records = []
+    for i, value in enumerate((10, 11, 12)):
+        arr = np.full((8, 8, 3), value, np.uint8)
+        arr[::2] = 200
+        Image.fromarray(arr).save(tmp_path / "in" / f"{i}.png")
+        records.append(Record(id=f"r{i}", prompt="a red circle", images=[f"{i}.png"]))
+    save_dataset(records, tmp_path / "in")
+    hps = [10.0, 10.0, 10.0 + math.log(8)]
+
+    def score_fn(recs):
+        assert [len(paths) for _, paths in recs] == [3]
+        return [np.array(hps)]
+
+    report = select_training_set(load_dataset(tmp_path / "in"), score_fn, tmp_path / "out")
+    assert report.groups == 1 and report.preferred == 1
+    assert load_dataset(tmp_path / "out")[0].meta["source_id"] == "r2"

@@ -98,9 +98,16 @@ def load_adapter(pipe, adapter: str | Path) -> dict[str, Any]:
         raise AdaptError(
             f"{adapter}: adapter was trained for another UNet architecture (adapter vs base: {diff})"
         )
+    from diffusers.utils import logging as dlogging
+
+    # diffusers warns that an adapter has no text-encoder layers; ours never do by design.
+    verbosity = dlogging.get_verbosity()
+    dlogging.set_verbosity_error()
     try:
         pipe.load_lora_weights(str(adapter))
     except (ValueError, RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AdaptError(f"{adapter}: LoRA weights do not fit this base ({first[:300]})") from None
+    finally:
+        dlogging.set_verbosity(verbosity)
     return info

@@ -141,7 +141,8 @@ def select_training_set(
     """Build the image-caption set for LoRA training from groups of generated images.
 
     Args:
-        data: one record per prompt with its generated images (e.g. an imported DiffusionDB).
+        data: generated images; records with the same prompt are one group (an imported
+            DiffusionDB has one record per prompt, ``prefalign generate`` one per image).
         score_fn: HPS of ``(prompt, image paths)`` records, one array per record, NaN where an
             image failed; ``Scorer.score_records`` wrapped by :func:`scorer_score_fn` fits.
         out: the output dataset directory; images are copied under ``images/<kind>/``.
@@ -168,9 +169,11 @@ def select_training_set(
     out = Path(out)
     report = SelectionReport(out=out)
 
-    groups: list[tuple[Record, list[int], list[str]]] = []  # record, kept indices, paths
+    # Records with the same prompt form one group, so both one record per prompt (DiffusionDB
+    # import) and one record per image (``prefalign generate`` output) work as input.
+    groups: dict[str, list[tuple[str, int, str]]] = {}  # prompt -> (record id, index, path)
     for rec in data:
-        kept, paths = [], []
+        members = groups.setdefault(rec.prompt, [])
         for i, image in enumerate(rec.images):
             path = data.image_path(image)
             if drop_degenerate:
@@ -182,17 +185,19 @@ def select_training_set(
                     report.failed += 1
                     report.failures.append(str(exc))
                     continue
-            kept.append(i)
-            paths.append(path)
-        groups.append((rec, kept, paths))
+            members.append((rec.id, i, path))
 
-    scorable = [(rec.prompt, paths) for rec, kept, paths in groups if len(kept) >= min_group_size]
+    scorable = [
+        (prompt, [m[2] for m in members])
+        for prompt, members in groups.items()
+        if len(members) >= min_group_size
+    ]
     all_scores = iter(score_fn(scorable) if scorable else [])
 
     with DatasetWriter(out) as writer:
-        for rec, kept, paths in groups:
+        for prompt, members in groups.items():
             report.groups += 1
-            if len(kept) < min_group_size:
+            if len(members) < min_group_size:
                 report.groups_too_small += 1
                 continue
             scores = np.asarray(next(all_scores), dtype=np.float64)
@@ -201,7 +206,7 @@ def select_training_set(
             if ok.sum() < min_group_size:
                 report.groups_too_small += 1
                 continue
-            valid = [j for j in range(len(kept)) if ok[j]]
+            valid = [j for j in range(len(members)) if ok[j]]
             choice = select_from_group([scores[j] for j in valid], alpha)
             for kind, pick, p in (
                 (PREFERRED, choice.preferred, choice.p_preferred),
@@ -209,9 +214,9 @@ def select_training_set(
             ):
                 if pick is None:
                     continue
-                j = valid[pick]
-                caption = rec.prompt if kind == PREFERRED else with_identifier(rec.prompt, identifier)
-                rel = _copy_image(paths[j], out, kind, f"{rec.id or report.groups}-{kept[j]}")
+                source_id, source_index, path = members[valid[pick]]
+                caption = prompt if kind == PREFERRED else with_identifier(prompt, identifier)
+                rel = _copy_image(path, out, kind, f"{report.groups:06d}-{source_id}-{source_index}")
                 writer.write(
                     Record(
                         prompt=caption,
@@ -219,9 +224,9 @@ def select_training_set(
                         source="hps-selection",
                         meta={
                             "kind": kind,
-                            "source_id": rec.id,
-                            "source_index": kept[j],
-                            "hps": float(scores[j]),
+                            "source_id": source_id,
+                            "source_index": source_index,
+                            "hps": float(scores[valid[pick]]),
                             "p": p,
                             "alpha": alpha,
                             "group_size": len(valid),
