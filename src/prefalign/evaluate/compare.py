@@ -30,8 +30,9 @@ class ImagePair:
     b: str
 
 
-def _keyed_images(dataset: Dataset, label: str) -> dict[tuple, tuple[str, str]]:
-    out: dict[tuple, tuple[str, str]] = {}
+def _keyed_images(dataset: Dataset, label: str) -> dict[tuple, tuple[str, object, str]]:
+    """``(prompt, seed, position) -> (prompt, seed, image path)``; position is None with ``seeds``."""
+    out: dict[tuple, tuple[str, object, str]] = {}
     for rec in dataset:
         seeds = rec.meta.get("seeds")
         if seeds is None:
@@ -40,18 +41,18 @@ def _keyed_images(dataset: Dataset, label: str) -> dict[tuple, tuple[str, str]]:
                     f"{label} ({dataset.root}): record {rec.id!r} has no meta['seed']; compare pairs "
                     "images by prompt and seed"
                 )
-            seeds = [(rec.meta["seed"], i) for i in range(len(rec.images))]
+            keyed = [(rec.meta["seed"], i) for i in range(len(rec.images))]
         elif len(seeds) != len(rec.images):
             raise EvaluationError(
                 f"{label} ({dataset.root}): record {rec.id!r} lists {len(seeds)} seeds for {len(rec.images)} images"
             )
-        for seed, image in zip(seeds, rec.images):
-            key = (rec.prompt, seed if not isinstance(seed, list) else tuple(seed))
+        else:
+            keyed = [(seed, None) for seed in seeds]
+        for (seed, position), image in zip(keyed, rec.images):
+            key = (rec.prompt, str(seed), position)
             if key in out:
-                raise EvaluationError(
-                    f"{label} ({dataset.root}): prompt {rec.prompt!r} with seed {seed} twice"
-                )
-            out[key] = (rec.prompt, dataset.image_path(image))
+                raise EvaluationError(f"{label} ({dataset.root}): prompt {rec.prompt!r} with seed {seed} twice")
+            out[key] = (rec.prompt, seed, dataset.image_path(image))
     return out
 
 
@@ -63,22 +64,16 @@ def pair_generated_sets(a: Dataset, b: Dataset) -> list[ImagePair]:
             (prompt, seed) keys differ (the message counts them and shows one of each).
     """
     ka, kb = _keyed_images(a, "A"), _keyed_images(b, "B")
-    only_a = [k for k in ka if k not in kb]
-    only_b = [k for k in kb if k not in ka]
+    only_a = [v for k, v in ka.items() if k not in kb]
+    only_b = [v for k, v in kb.items() if k not in ka]
     if only_a or only_b:
         parts = []
         if only_a:
-            parts.append(f"{len(only_a)} (prompt, seed) only in A, e.g. {_show(only_a[0])}")
+            parts.append(f"{len(only_a)} (prompt, seed) only in A, e.g. ({only_a[0][0][:50]!r}, seed {only_a[0][1]})")
         if only_b:
-            parts.append(f"{len(only_b)} only in B, e.g. {_show(only_b[0])}")
+            parts.append(f"{len(only_b)} only in B, e.g. ({only_b[0][0][:50]!r}, seed {only_b[0][1]})")
         raise EvaluationError("A and B are not the same prompts and seeds: " + "; ".join(parts))
-    return [ImagePair(prompt, key[1], path, kb[key][1]) for key, (prompt, path) in ka.items()]
-
-
-def _show(key: tuple) -> str:
-    prompt, seed = key
-    seed = seed[0] if isinstance(seed, tuple) and len(seed) == 2 else seed  # (seed, position)
-    return f"({prompt[:50]!r}, seed {seed})"
+    return [ImagePair(prompt, seed, path, kb[key][2]) for key, (prompt, seed, path) in ka.items()]
 
 
 # ---------------------------------------------------------------------------- shared implementation

@@ -81,10 +81,11 @@ def score_histograms(preferred: np.ndarray, non_preferred: np.ndarray, *, scorer
         (non_preferred, NON_PREFERRED, "non-preferred"),
     ):
         v = values[np.isfinite(values)]
-        ax.hist(v, bins=bins, alpha=0.55, color=colour, label=f"{label} (mean {v.mean():.3f}, n={len(v)})")
+        # Densities, not counts: a choice among n has one preferred image and n - 1 others.
+        ax.hist(v, bins=bins, density=True, alpha=0.55, color=colour, label=f"{label} (mean {v.mean():.3f}, n={len(v)})")
         ax.axvline(v.mean(), color=colour, linestyle="--", linewidth=1)
     ax.set_xlabel(f"score ({_short(scorer)})")
-    ax.set_ylabel("images")
+    ax.set_ylabel("density")
     ax.set_title(f"Scores of preferred vs non-preferred images: {_short(scorer)}")
     ax.legend(fontsize=8)
     return fig
