@@ -11,7 +11,9 @@ import pytest
 def tiny_hps_model(tiny_clip_dir, tmp_path_factory) -> Path:
     from prefalign.scoring import convert_checkpoint
 
-    return convert_checkpoint("hf-clip", tiny_clip_dir, tmp_path_factory.mktemp("eval-model") / "hps", kind="hps")
+    return convert_checkpoint(
+        "hf-clip", tiny_clip_dir, tmp_path_factory.mktemp("eval-model") / "hps", kind="hps"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -19,4 +21,6 @@ def choice_data(tmp_path_factory) -> Path:
     """12 choices among 2 to 4 images of 32 px."""
     from prefalign.testing import make_choice_dataset
 
-    return make_choice_dataset(tmp_path_factory.mktemp("eval-data") / "choices", 12, n_images=(2, 3, 4), size=32)
+    return make_choice_dataset(
+        tmp_path_factory.mktemp("eval-data") / "choices", 12, n_images=(2, 3, 4), size=32
+    )

@@ -34,7 +34,9 @@ def tiny_features() -> nn.Module:
     return TinyFeatures().eval()
 
 
-def noise_images(directory: Path, n: int, *, seed: int, size: int = 24, low: int = 0, high: int = 256) -> list[Path]:
+def noise_images(
+    directory: Path, n: int, *, seed: int, size: int = 24, low: int = 0, high: int = 256
+) -> list[Path]:
     """``n`` random PNGs whose pixel range sets the distribution (so two sets can differ)."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -52,18 +52,25 @@ def test_sets_pair_by_prompt_and_seed_not_by_order(tmp_path):
     b = load_dataset(generated_set(tmp_path / "b", PROMPTS, SEEDS, seed=1, order=[3, 2, 1, 0]))
     pairs = pair_generated_sets(a, b)
     assert [(p.prompt, p.seed) for p in pairs] == list(zip(PROMPTS, SEEDS))
-    assert all(p.a.endswith(f"img{i:03d}.png") and p.b.endswith(f"img{i:03d}.png") for i, p in enumerate(pairs))
+    assert all(
+        p.a.endswith(f"img{i:03d}.png") and p.b.endswith(f"img{i:03d}.png") for i, p in enumerate(pairs)
+    )
 
 
 def test_mismatched_prompts_or_seeds_are_clear_errors(tmp_path):
     a = load_dataset(generated_set(tmp_path / "a", PROMPTS, SEEDS, seed=0))
     b = load_dataset(generated_set(tmp_path / "b", PROMPTS, [1, 1, 1, 3], seed=1))
-    with pytest.raises(EvaluationError, match=r"1 \(prompt, seed\) only in A, e.g. \('a red circle', seed 2\); 1 only in B"):
+    with pytest.raises(
+        EvaluationError, match=r"1 \(prompt, seed\) only in A, e.g. \('a red circle', seed 2\); 1 only in B"
+    ):
         pair_generated_sets(a, b)
     save_dataset([Record("a cat", ["x.png"])], tmp_path / "noseed")
     with pytest.raises(EvaluationError, match=r"has no meta\['seed'\]"):
         pair_generated_sets(load_dataset(tmp_path / "noseed"), b)
-    save_dataset([Record("a cat", ["x.png"], meta={"seed": 1}), Record("a cat", ["y.png"], meta={"seed": 1})], tmp_path / "dup")
+    save_dataset(
+        [Record("a cat", ["x.png"], meta={"seed": 1}), Record("a cat", ["y.png"], meta={"seed": 1})],
+        tmp_path / "dup",
+    )
     with pytest.raises(EvaluationError, match="twice"):
         pair_generated_sets(load_dataset(tmp_path / "dup"), b)
 
@@ -83,7 +90,9 @@ def test_run_compare_with_an_ab_study(tmp_path):
             ("u1", "x", (f"../a/{img.format(2)}", f"../a/{img.format(3)}"), 0),  # not an A/B pair
         ],
     )
-    run = run_compare(load_dataset(a_dir), load_dataset(b_dir), [RandomScorer()], votes=load_dataset(votes), n_bootstrap=100)
+    run = run_compare(
+        load_dataset(a_dir), load_dataset(b_dir), [RandomScorer()], votes=load_dataset(votes), n_bootstrap=100
+    )
     assert run.n_pairs == 4 and run.results["random"].n == 4
     assert run.votes == {"votes_b": 3, "votes_a": 1, "ties": 1, "unmatched": 1, "share_b": 0.75, "items": 2}
     assert sorted(run.vote_shares_b) == [0.5, 1.0]

@@ -50,7 +50,12 @@ def test_all_correct_and_all_wrong_scorers():
     wrong = [-s for s in right]
     # Break the scorer's ties of the 'right' scores among non-chosen images, so top-1 is clean.
     r = preference_accuracy(right, records)
-    assert (r.top1.value, r.pairwise_pooled.value, r.pairwise_per_prompt.value, r.inversion.value) == (1, 1, 1, 1)
+    assert (r.top1.value, r.pairwise_pooled.value, r.pairwise_per_prompt.value, r.inversion.value) == (
+        1,
+        1,
+        1,
+        1,
+    )
     w = preference_accuracy(wrong, records)
     assert w.top1.value == 0 and w.pairwise_pooled.value == 0 and w.pairwise_per_prompt.value == 0
     # All 5 decided pairs of the ranking discordant out of 4*3/2 = 6 pairs.
@@ -103,8 +108,14 @@ def test_tie_aware_points_and_threshold_tuning():
 
 
 def test_tie_threshold_is_tuned_on_the_validation_split_only():
-    val = [Record("v", ["x", "y"], ranks=[0, 0], split="validation"), Record("v", ["x", "y"], chosen=0, split="validation")]
-    test = [Record("t", ["x", "y"], ranks=[0, 0], split="test"), Record("t", ["x", "y"], chosen=1, split="test")]
+    val = [
+        Record("v", ["x", "y"], ranks=[0, 0], split="validation"),
+        Record("v", ["x", "y"], chosen=0, split="validation"),
+    ]
+    test = [
+        Record("t", ["x", "y"], ranks=[0, 0], split="test"),
+        Record("t", ["x", "y"], chosen=1, split="test"),
+    ]
     scores = [A([1.0, 1.3]), A([2.0, 0.0]), A([0.0, 0.2]), A([0.0, 1.0])]
     r = preference_accuracy(scores, val + test)
     assert r.tie_threshold == pytest.approx(0.3)  # the smallest that calls the first validation pair a tie
@@ -144,4 +155,4 @@ def test_random_scorer_is_seeded_and_order_free():
         np.testing.assert_array_equal(u, v)
     assert not np.array_equal(RandomScorer(4).score_records(records).scores[0], first[0])
     assert load_eval_scorer("random:3").seed == 3 and load_eval_scorer("random").name == "random"
-    assert 0 <= first[0].min() and first[0].max() < 1
+    assert first[0].min() >= 0 and first[0].max() < 1

@@ -51,7 +51,9 @@ def _keyed_images(dataset: Dataset, label: str) -> dict[tuple, tuple[str, object
         for (seed, position), image in zip(keyed, rec.images):
             key = (rec.prompt, str(seed), position)
             if key in out:
-                raise EvaluationError(f"{label} ({dataset.root}): prompt {rec.prompt!r} with seed {seed} twice")
+                raise EvaluationError(
+                    f"{label} ({dataset.root}): prompt {rec.prompt!r} with seed {seed} twice"
+                )
             out[key] = (rec.prompt, seed, dataset.image_path(image))
     return out
 
@@ -69,7 +71,9 @@ def pair_generated_sets(a: Dataset, b: Dataset) -> list[ImagePair]:
     if only_a or only_b:
         parts = []
         if only_a:
-            parts.append(f"{len(only_a)} (prompt, seed) only in A, e.g. ({only_a[0][0][:50]!r}, seed {only_a[0][1]})")
+            parts.append(
+                f"{len(only_a)} (prompt, seed) only in A, e.g. ({only_a[0][0][:50]!r}, seed {only_a[0][1]})"
+            )
         if only_b:
             parts.append(f"{len(only_b)} only in B, e.g. ({only_b[0][0][:50]!r}, seed {only_b[0][1]})")
         raise EvaluationError("A and B are not the same prompts and seeds: " + "; ".join(parts))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,7 +100,9 @@ def inception_score_metric(feature: nn.Module | None = None, *, splits: int = IS
     from torchmetrics.image.inception import InceptionScore
 
     feature = feature if feature is not None else load_inception("logits_unbiased", weights)
-    return InceptionScore(feature=feature, splits=splits)
+    with warnings.catch_warnings():  # it warns that it keeps every feature: IS needs them all
+        warnings.filterwarnings("ignore", message=".*will save all extracted features")
+        return InceptionScore(feature=feature, splits=splits)
 
 
 def fid_metric(feature: nn.Module | None = None, *, weights=None, image_size: int = INCEPTION_SIZE):

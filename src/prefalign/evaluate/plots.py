@@ -82,7 +82,14 @@ def score_histograms(preferred: np.ndarray, non_preferred: np.ndarray, *, scorer
     ):
         v = values[np.isfinite(values)]
         # Densities, not counts: a choice among n has one preferred image and n - 1 others.
-        ax.hist(v, bins=bins, density=True, alpha=0.55, color=colour, label=f"{label} (mean {v.mean():.3f}, n={len(v)})")
+        ax.hist(
+            v,
+            bins=bins,
+            density=True,
+            alpha=0.55,
+            color=colour,
+            label=f"{label} (mean {v.mean():.3f}, n={len(v)})",
+        )
         ax.axvline(v.mean(), color=colour, linestyle="--", linewidth=1)
     ax.set_xlabel(f"score ({_short(scorer)})")
     ax.set_ylabel("density")

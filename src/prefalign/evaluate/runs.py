@@ -72,6 +72,21 @@ def _no_progress(progress: bool | None) -> bool:
     return (not sys.stderr.isatty()) if progress is None else not progress
 
 
+def collapse_list_states(metric) -> None:
+    """Concatenate each list state of a torchmetrics metric into one tensor.
+
+    torchmetrics gathers list states element by element, which interleaves the batches of the
+    processes; with one tensor per process the gathered order is the 1-process order, so IS's
+    seeded split shuffle sees the same features in the same places.
+    """
+    from torchmetrics.utilities.data import dim_zero_cat
+
+    for name in metric._defaults:
+        value = getattr(metric, name)
+        if isinstance(value, list) and len(value) > 1:
+            setattr(metric, name, [dim_zero_cat(value)])
+
+
 def _local_shard(items: Sequence, *, rank: int, world: int) -> list:
     return [items[k] for k in shard_range(len(items), rank, world)]
 
@@ -361,6 +376,7 @@ def run_images(
             metric.update(load_images_uint8(chunk, image_size).to(metric.device), **update)
             bar.update(len(chunk))
         bar.close()
+        collapse_list_states(metric)
 
     device = metric_device()
     if "is" in metrics:
