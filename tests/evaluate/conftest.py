@@ -24,3 +24,14 @@ def choice_data(tmp_path_factory) -> Path:
     return make_choice_dataset(
         tmp_path_factory.mktemp("eval-data") / "choices", 12, n_images=(2, 3, 4), size=32
     )
+
+
+@pytest.fixture(autouse=True, scope="package")
+def one_torch_thread():
+    """Tiny models run faster on one thread, and far faster when the cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -49,8 +49,10 @@ def evaluate_everything(data: str, model: str, votes: str, set_a: str, set_b: st
 
 
 def worker(rank: int, world: int, init_file: str, out: str, args: tuple) -> None:
+    import torch
     import torch.distributed as dist
 
+    torch.set_num_threads(1)  # two processes on shared cores
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         result = evaluate_everything(*args)
@@ -77,6 +79,7 @@ def inputs(choice_data, tiny_hps_model, tmp_path_factory):
     return tuple(str(p) for p in (choice_data, tiny_hps_model, votes_dir, a, b))
 
 
+@pytest.mark.slow
 def test_two_processes_gather_the_one_process_result(inputs, tmp_path):
     single = json.loads(json.dumps(evaluate_everything(*inputs)))
     mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path), inputs), nprocs=2, join=True)

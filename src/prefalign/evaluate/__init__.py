@@ -55,12 +55,24 @@ from prefalign.evaluate.runs import (
     run_preference,
 )
 from prefalign.evaluate.scorers import RandomScorer, load_eval_scorer
-from prefalign.evaluate.summaries import (
-    write_agreement_report,
-    write_compare_report,
-    write_images_report,
-    write_preference_report,
+
+# The report writers import matplotlib: loaded on first use, so evaluation alone (and every
+# worker process of a sharded run) does not pay for it.
+_REPORT_WRITERS = (
+    "write_agreement_report",
+    "write_compare_report",
+    "write_images_report",
+    "write_preference_report",
 )
+
+
+def __getattr__(name: str):
+    if name in _REPORT_WRITERS:
+        from prefalign.evaluate import summaries
+
+        return getattr(summaries, name)
+    raise AttributeError(f"module 'prefalign.evaluate' has no attribute {name!r}")
+
 
 __all__ = [
     "IMAGE_METRICS",

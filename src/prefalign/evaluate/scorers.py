@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -14,8 +15,9 @@ from prefalign.scoring import ScoreResult, load_scorer
 class RandomScorer:
     """Uniform random scores in [0, 1): the chance baseline of every table.
 
-    Each image's score is a function of the seed, the prompt and the image's name only, so it is
-    the same whichever process scores it and in whatever order (sharded runs stay exact).
+    Each image's score is a function of the seed, the prompt and the image's real path only, so
+    it is the same whichever process scores it, in whatever order (sharded runs stay exact), and
+    however the dataset directory was named (relative or absolute).
 
     Args:
         seed: the seed; ``random:7`` on the command line.
@@ -32,7 +34,10 @@ class RandomScorer:
         return f"RandomScorer(seed={self.seed})"
 
     def _value(self, prompt: str, image: object, position: int) -> float:
-        ident = image if isinstance(image, (str, bytes)) else f"#{position}"
+        if isinstance(image, (str, os.PathLike)) and "://" not in str(image):
+            ident = os.path.realpath(image)
+        else:
+            ident = str(image) if isinstance(image, str) else f"#{position}"
         digest = hashlib.blake2b(f"{self.seed}\0{prompt}\0{ident}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little") / 2.0**64
 
