@@ -12,17 +12,23 @@ import os
 def process_group() -> tuple[int, int]:
     """``(rank, world_size)`` of this process: ``(0, 1)`` unless a process group is running.
 
-    Under ``accelerate launch`` (``WORLD_SIZE`` > 1 in the environment) the process group is
-    started through accelerate's ``PartialState`` if nobody started it yet.
+    Under ``accelerate launch`` or ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the
+    process group is started, through accelerate's ``PartialState`` when it is installed, if
+    nobody started it yet.
     """
     import torch.distributed as dist
 
     if not dist.is_available():
         return 0, 1
     if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
+        try:
+            from accelerate import PartialState
 
-        PartialState()
+            PartialState()  # also picks the device of this process
+        except ImportError:  # torchrun without accelerate: the environment has what is needed
+            import torch
+
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1

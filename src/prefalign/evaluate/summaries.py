@@ -55,7 +55,8 @@ def write_preference_report(run: PreferenceRun, out: str | Path) -> dict[str, Pa
     first = next(iter(run.results.values()))
     paragraphs = [
         f"Dataset `{run.dataset}`: {first.n_records} records evaluated, {first.n_pairs} labelled image "
-        f"pairs, {first.n_skipped} records skipped (no label, a failed image, or the validation split). "
+        f"pairs, {first.n_skipped} records skipped (no label or a failed image); records of the "
+        "validation split only tune the tie threshold. "
         "Brackets hold 95% bootstrap confidence intervals over records (over prompts for the "
         "per-prompt column)."
     ]
