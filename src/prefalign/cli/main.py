@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "prefalign.cli.convert",
     "prefalign.cli.data",
     "prefalign.cli.demo",
+    "prefalign.cli.annotate",
     "prefalign.cli.eval",
 )
 
