@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -94,6 +96,18 @@ def test_run_compare_with_an_ab_study(tmp_path):
         load_dataset(a_dir), load_dataset(b_dir), [RandomScorer()], votes=load_dataset(votes), n_bootstrap=100
     )
     assert run.n_pairs == 4 and run.results["random"].n == 4
+    # The annotation export copies the images it showed: votes still find their set by content.
+    shutil.copytree(a_dir / "images", tmp_path / "votes" / "a-copy")
+    copied = votes_dataset(
+        tmp_path / "votes2",
+        [("u1", "p0", (str(tmp_path / "votes" / "a-copy" / "img000.png"), str(b_dir / img.format(0))), 1)],
+    )
+    assert (
+        run_compare(
+            load_dataset(a_dir), load_dataset(b_dir), [RandomScorer()], votes=load_dataset(copied)
+        ).votes["votes_b"]
+        == 1
+    )
     assert run.votes == {"votes_b": 3, "votes_a": 1, "ties": 1, "unmatched": 1, "share_b": 0.75, "items": 2}
     assert sorted(run.vote_shares_b) == [0.5, 1.0]
     low, high = run.win_rate_ci["random"]

@@ -7,6 +7,7 @@ classes gather their states, so every process ends with the 1-process result.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -451,7 +452,7 @@ def ab_votes(votes: Sequence[Vote], a_images: set[str], b_images: set[str]) -> t
 
     Args:
         votes: votes on pairs of one image of A and one of B (in either order).
-        a_images, b_images: the real paths of the two sets' images.
+        a_images, b_images: the ``file_key`` of each image of the two sets.
 
     Returns:
         ``(summary, shares)``: counts and B's overall share of decided votes, and one share per
@@ -460,7 +461,8 @@ def ab_votes(votes: Sequence[Vote], a_images: set[str], b_images: set[str]) -> t
     per_item: dict[str, list[float]] = {}
     unmatched = ties = 0
     for v in votes:
-        sides = ["a" if _real(p) in a_images else "b" if _real(p) in b_images else None for p in v.images]
+        keys = [file_key(p) for p in v.images]
+        sides = ["a" if k in a_images else "b" if k in b_images else None for k in keys]
         if sorted(map(str, sides)) != ["a", "b"]:
             unmatched += 1
             continue
@@ -481,8 +483,17 @@ def ab_votes(votes: Sequence[Vote], a_images: set[str], b_images: set[str]) -> t
     return summary, shares
 
 
-def _real(path: str) -> str:
-    return os.path.realpath(path)
+def file_key(path: str) -> str:
+    """What identifies an image file across copies: a hash of its bytes (its real path if unreadable).
+
+    The annotation app's export copies (or hard-links) the images it showed, so a vote's image
+    is found in set A or B by content, not by path.
+    """
+    try:
+        with open(path, "rb") as f:
+            return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
+    except OSError:
+        return os.path.realpath(path)
 
 
 def run_compare(
@@ -531,7 +542,7 @@ def run_compare(
     vote_summary, shares = None, np.zeros(0)
     if votes is not None:
         vote_summary, shares = ab_votes(
-            votes_from_dataset(votes), {_real(p.a) for p in pairs}, {_real(p.b) for p in pairs}
+            votes_from_dataset(votes), {file_key(p.a) for p in pairs}, {file_key(p.b) for p in pairs}
         )
         if vote_summary["items"] == 0:
             raise EvaluationError(
