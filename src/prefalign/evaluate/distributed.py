@@ -6,32 +6,9 @@ Metric classes sync their states through ``torch.distributed`` (torchmetrics doe
 
 from __future__ import annotations
 
-import os
+from prefalign.scoring.distributed import process_group
 
-
-def process_group() -> tuple[int, int]:
-    """``(rank, world_size)`` of this process: ``(0, 1)`` unless a process group is running.
-
-    Under ``accelerate launch`` or ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the
-    process group is started, through accelerate's ``PartialState`` when it is installed, if
-    nobody started it yet.
-    """
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        return 0, 1
-    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        try:
-            from accelerate import PartialState
-
-            PartialState()  # also picks the device of this process
-        except ImportError:  # torchrun without accelerate: the environment has what is needed
-            import torch
-
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+__all__ = ["gather_lists", "metric_device", "process_group", "shard_range"]
 
 
 def shard_range(n: int, rank: int, world_size: int) -> range:
