@@ -106,7 +106,8 @@ DEMO_PROMPTS = (
 
 def step_adapt(ctx: DemoContext) -> None:
     """The HPS alignment loop on a tiny Stable Diffusion: generate a pool, select by α, train the
-    LoRA with the identifier, then generate base vs adapted on the same seeds and compare HPS."""
+    LoRA with the identifier, then generate base vs adapted on the same seeds (``step_compare``
+    compares them)."""
     import torch
 
     from prefalign.adapt.config import LoraTrainingConfig
@@ -157,15 +158,6 @@ def step_adapt(ctx: DemoContext) -> None:
                 base, DEMO_PROMPTS, seeds, ctx.out / "adapt" / "gen-lora", lora=lora, settings=fast
             ),
         }
-        hps = {}
-        for name, run in runs.items():
-            ds = load_dataset(run.out)
-            scores = scorer.score_records(
-                [(r.prompt, [ds.image_path(r.images[0])]) for r in ds], progress=False
-            )
-            hps[name] = {(r.prompt, r.meta["seed"]): float(s[0]) for r, s in zip(ds, scores.scores)}
-        pairs = sorted(hps["base"])
-        diffs = np.array([hps["adapted"][k] - hps["base"][k] for k in pairs])
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads)
@@ -180,18 +172,83 @@ def step_adapt(ctx: DemoContext) -> None:
         f"{log[-1]['loss']:.4f} at step {log[-1]['step']}) into `adapt/lora/`. "
         f"Base and adapted models then drew the same prompts and seeds (negative prompt "
         f"`{runs['adapted'].negative_prompt}` for the adapted one) into `adapt/gen-base/` and `adapt/gen-lora/` "
-        f"({seconds:.1f} s in all).\n\n"
-        "| pairs (prompt, seed) | mean HPS base | mean HPS adapted | mean difference | adapted better |\n"
-        "|---|---|---|---|---|\n"
-        f"| {len(pairs)} | {np.mean([hps['base'][k] for k in pairs]):.3f} | "
-        f"{np.mean([hps['adapted'][k] for k in pairs]):.3f} | {diffs.mean():+.3f} | "
-        f"{int((diffs > 0).sum())} of {len(pairs)} |\n\n"
-        "Random tiny models make the numbers meaningless; the loop and its files are what the demo shows. "
-        "`prefalign eval compare adapt/gen-base adapt/gen-lora` pairs the two sets by prompt and seed.",
+        f"({seconds:.1f} s in all); `eval compare` below pairs them by prompt and seed.",
     )
 
 
-STEPS: list[Callable[[DemoContext], None]] = [step_dataset, step_scorer, step_score, step_adapt]
+def step_evaluate(ctx: DemoContext) -> None:
+    """Table 2 of the HPS paper on the synthetic data: random vs the tiny model as CLIP score and as HPS."""
+    from prefalign.data import load_dataset
+    from prefalign.evaluate import load_eval_scorer, run_preference, write_preference_report
+
+    model = ctx.artifacts["scorer"]
+    scorers = [
+        load_eval_scorer("random"),
+        load_eval_scorer(f"clip:{model}", device="cpu"),
+        load_eval_scorer(str(model), device="cpu"),
+    ]
+    for scorer, name in zip(scorers[1:], (f"clip:{model.name}", model.name)):
+        scorer.name = name  # short names for the tables
+    run = run_preference(
+        load_dataset(ctx.artifacts["data"]), scorers, n_bootstrap=200, batch_size=8, progress=False
+    )
+    paths = write_preference_report(run, ctx.out / "eval-preference")
+    ctx.artifacts["eval_report"] = paths["html"]
+    rows = "".join(
+        f"| {name} | {r.top1.value:.3f} [{r.top1.low:.3f}, {r.top1.high:.3f}] | "
+        f"{r.pairwise_pooled.value:.3f} |\n"
+        for name, r in run.results.items()
+    )
+    baseline = next(iter(run.results.values())).random_baseline
+    ctx.add(
+        "Do metrics agree with people? (Table 2 style)",
+        "`prefalign eval preference` with the seeded random scorer and the tiny model scored as CLIP "
+        "score (`clip:`) and as HPS (100·cos). Top-1 accuracy with its 95% bootstrap interval:\n\n"
+        "| scorer | top-1 [95% CI] | pairwise |\n|---|---|---|\n"
+        f"{rows}\nRandom baseline (the mean of 1/n): {baseline:.3f}. CLIP score and HPS of one model "
+        "rank images identically (HPS is 100 x the cosine), so their accuracies match; an untrained "
+        f"model's intervals straddle the baseline. Full report: `eval-preference/{paths['html'].name}`.",
+    )
+
+
+def step_compare(ctx: DemoContext) -> None:
+    """``eval compare``: the adapted model's images against the base's, pair by pair (prompt, seed)."""
+    from prefalign.data import load_dataset
+    from prefalign.evaluate import load_eval_scorer, run_compare, write_compare_report
+
+    scorer = load_eval_scorer(str(ctx.artifacts["scorer"]), device="cpu")
+    scorer.name = ctx.artifacts["scorer"].name
+    run = run_compare(
+        load_dataset(ctx.artifacts["gen_base"]),
+        load_dataset(ctx.artifacts["gen_adapted"]),
+        [scorer],
+        n_bootstrap=200,
+        progress=False,
+    )
+    paths = write_compare_report(run, ctx.out / "eval-compare")
+    r = run.results[scorer.name]
+    low, high = run.win_rate_ci[scorer.name]
+    ctx.add(
+        "Base against adapted (`eval compare`)",
+        f"A = base, B = base + LoRA with the negative prompt: {run.n_pairs} image pairs of the same prompt "
+        "and seed, scored by the tiny HPS model.\n\n"
+        "| scorer | mean HPS A | mean HPS B | B − A | B win rate [95% CI] | sign test p |\n"
+        "|---|---|---|---|---|---|\n"
+        f"| {scorer.name} | {r.mean_a:.3f} | {r.mean_b:.3f} | {r.mean_difference:+.3f} | "
+        f"{r.win_rate_b:.3f} [{low:.3f}, {high:.3f}] | {r.sign_test_p:.3g} |\n\n"
+        "Random tiny models make these numbers meaningless; with real weights this is the paper's "
+        f"comparison. Full report: `eval-compare/{paths['html'].name}`.",
+    )
+
+
+STEPS: list[Callable[[DemoContext], None]] = [
+    step_dataset,
+    step_scorer,
+    step_score,
+    step_evaluate,
+    step_adapt,
+    step_compare,
+]
 
 
 def run_demo(out: str | Path, *, seed: int = 0) -> Path:

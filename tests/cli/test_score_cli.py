@@ -158,6 +158,8 @@ def test_two_processes_give_the_one_process_table(model_dir, image_dir, tmp_path
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "missing.png: file not found" in proc.stderr
+    assert "process 0 of 2 scores 3 of 6 records" in proc.stderr
+    assert "process 1 of 2 scores 3 of 6 records" in proc.stderr
     a, b = pq.read_table(one).to_pylist(), pq.read_table(two).to_pylist()
     assert [r["image"] for r in a] == [r["image"] for r in b]
     for x, y in zip(a, b):

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "prefalign.cli.data",
     "prefalign.cli.demo",
     "prefalign.cli.annotate",
+    "prefalign.cli.eval",
     "prefalign.cli.adapt",
     "prefalign.cli.generate",
 )
