@@ -153,3 +153,16 @@ def test_batch_must_split_over_accumulation(tmp_path, shapes_data, tiny_sd):
         train_lora(
             lora_config(shapes_data, tiny_sd, tmp_path / "out", batch_size=3, gradient_accumulation_steps=2)
         )
+
+
+def test_gradient_checkpointing_gives_the_same_adapter(tmp_path, shapes_data, tiny_sd):
+    from safetensors.torch import load_file
+
+    from prefalign.adapt.lora import train_lora
+
+    plain = train_lora(lora_config(shapes_data, tiny_sd, tmp_path / "plain", steps=2))
+    checkpointed = train_lora(
+        lora_config(shapes_data, tiny_sd, tmp_path / "gc", steps=2, gradient_checkpointing=True)
+    )
+    a, b = load_file(plain / LORA_WEIGHTS_FILE), load_file(checkpointed / LORA_WEIGHTS_FILE)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

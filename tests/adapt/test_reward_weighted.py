@@ -91,3 +91,11 @@ def test_full_unet_run_saves_a_pipeline(tmp_path, half_rated, tiny_sd, tiny_hps)
     changed = [n for n, p in pipe.unet.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
     assert changed  # every UNet weight was trainable
     assert json.loads((out / "prefalign_finetune.json").read_text())["method"] == "reward-weighted"
+
+
+def test_merge_is_for_lora_runs(tmp_path, half_rated, tiny_sd):
+    with pytest.raises(AdaptError, match="--merge"):
+        train_reward_weighted(
+            _config(half_rated, None, tiny_sd, tmp_path / "m", train="unet", merge=True),
+            reward=lambda im, p: torch.ones(len(im)),
+        )

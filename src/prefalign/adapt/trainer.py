@@ -109,6 +109,8 @@ class DiffusionFineTuner:
             raise AdaptError(f"{config.data}: no training pairs")
         if train not in TRAIN_TARGETS:
             raise AdaptError(f"train must be one of {', '.join(TRAIN_TARGETS)}, got {train!r}")
+        if config.merge and train != "lora":
+            raise AdaptError("--merge fuses a LoRA adapter; a full-UNet run already saves a whole pipeline")
         if config.steps < 1 or config.batch_size < 1 or config.gradient_accumulation_steps < 1:
             raise AdaptError("steps, batch size and gradient accumulation steps must be at least 1")
         self.config = config
