@@ -83,3 +83,29 @@ def test_parse_seeds():
     assert parse_seeds("5") == [5]
     with pytest.raises(CommandError):
         parse_seeds("a-b")
+
+
+def test_recipe_file_fills_options_and_the_command_line_wins(tmp_path, shapes_data, tiny_sd, monkeypatch):
+    import prefalign.adapt.lora as lora_module
+
+    seen = {}
+    monkeypatch.setattr(
+        lora_module, "train_lora", lambda config: seen.setdefault("config", config) and tmp_path
+    )
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"data: {shapes_data}\nbase: {tiny_sd}\nlearning-rate: 0.001\nsteps: 7\nrank: 8\n")
+    assert (
+        main(["adapt", "train-lora", "--config", str(recipe), "--out", str(tmp_path / "o"), "--steps", "3"])
+        == 0
+    )
+    config = seen["config"]
+    assert (config.steps, config.learning_rate, config.rank, config.batch_size) == (3, 0.001, 8, 40)
+
+
+def test_recipe_errors(tmp_path, capsys):
+    recipe = tmp_path / "r.json"
+    recipe.write_text('{"data": "d", "bogus": 1}')
+    assert main(["adapt", "train-lora", "--config", str(recipe), "--base", "b", "--out", "o"]) == 2
+    assert "unknown options bogus" in capsys.readouterr().err
+    assert main(["adapt", "train-lora", "--data", "d", "--out", "o"]) == 2
+    assert "--base required" in capsys.readouterr().err

@@ -127,26 +127,31 @@ def run_select(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- trainers
-def add_config_args(p: argparse.ArgumentParser, config_cls: type, *, skip: tuple[str, ...] = ()) -> None:
-    """One option per dataclass field: its type, default and ``metadata['help']``."""
+def add_config_args(p: argparse.ArgumentParser, config_cls: type) -> None:
+    """One option per dataclass field (its type, default and ``metadata['help']``), plus --config.
+
+    Options left off the command line are absent from the parsed namespace (``SUPPRESS``), so
+    :func:`config_from_args` can tell them from values given, and a --config file fills them.
+    """
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a YAML or JSON recipe of these options (underscores or dashes); the command line overrides it",
+    )
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
-        if f.name in skip:
-            continue
         flag = "--" + f.name.replace("_", "-")
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default = None if required else f.default
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "") + (" (required, here or in --config)" if required else "")
         kind = _base_type(hints[f.name])
         if kind is bool:
-            p.add_argument(flag, action="store_true", help=help_text)
+            p.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_text)
             continue
-        shown = "" if required or default is None else f" (default {default})"
+        shown = "" if required or f.default is None else f" (default {f.default})"
         p.add_argument(
             flag,
             type=kind,
-            required=required,
-            default=default,
+            default=argparse.SUPPRESS,
             choices=f.metadata.get("choices"),
             help=help_text + shown,
         )
@@ -160,15 +165,61 @@ def _base_type(hint: Any) -> type:
     return hint
 
 
-def config_from_args(config_cls: type, args: argparse.Namespace):
-    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
-
-
-def _check_out(args: argparse.Namespace) -> None:
+def read_recipe(path: str) -> dict[str, Any]:
+    """A --config file as a dict with underscore keys (YAML needs PyYAML; JSON always works)."""
+    import json
     from pathlib import Path
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.resume:
+    file = Path(path)
+    if not file.is_file():
+        raise CommandError(f"{path}: no such config file")
+    text = file.read_text(encoding="utf-8")
+    if file.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"{path}: not valid JSON ({exc})") from None
+    else:
+        try:
+            import yaml
+        except ModuleNotFoundError:
+            raise CommandError(
+                f"{path}: YAML recipes need PyYAML (pip install 'prefalign[train]'), or use JSON"
+            ) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise CommandError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise CommandError(f"{path}: expected a mapping of option names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace):
+    """The config from dataclass defaults, then the --config file, then the command line."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values = read_recipe(args.config)
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise CommandError(f"{args.config}: unknown options {', '.join(unknown)}")
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    missing = [
+        f"--{f.name.replace('_', '-')}"
+        for f in dataclasses.fields(config_cls)
+        if f.name not in values and f.default is dataclasses.MISSING
+    ]
+    if missing:
+        raise CommandError(f"{', '.join(missing)} required (on the command line or in --config)")
+    return config_cls(**values)
+
+
+def _check_out(config) -> None:
+    from pathlib import Path
+
+    out = Path(config.out)
+    if out.exists() and any(out.iterdir()) and not config.resume:
         raise CommandError(f"{out}: exists and is not empty; use a new --out, or --resume a run")
 
 
@@ -185,7 +236,8 @@ def _register_train_lora(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
         "  prefalign adapt train-lora --data selected --base sd-v1-4 --out lora\n"
         "  accelerate launch -m prefalign.cli.main adapt train-lora --data selected --base sd-v1-4 --out lora\n"
-        "  prefalign adapt train-lora --data selected --base sd-v1-4 --out lora --resume",
+        "  prefalign adapt train-lora --data selected --base sd-v1-4 --out lora --resume\n"
+        "  prefalign adapt train-lora --config recipe.yaml --steps 2000   (the command line wins)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_args(p, LoraTrainingConfig)
@@ -196,8 +248,9 @@ def run_train_lora(args: argparse.Namespace) -> int:
     from prefalign.adapt.config import LoraTrainingConfig
     from prefalign.adapt.lora import train_lora
 
-    _check_out(args)
-    out = train_lora(config_from_args(LoraTrainingConfig, args))
+    config = config_from_args(LoraTrainingConfig, args)
+    _check_out(config)
+    out = train_lora(config)
     print(f"adapter saved to {out}", file=sys.stderr)
     return 0
 
@@ -225,7 +278,8 @@ def run_train_rwr(args: argparse.Namespace) -> int:
     from prefalign.adapt.config import RewardWeightedConfig
     from prefalign.adapt.reward_weighted import train_reward_weighted
 
-    _check_out(args)
-    out = train_reward_weighted(config_from_args(RewardWeightedConfig, args))
+    config = config_from_args(RewardWeightedConfig, args)
+    _check_out(config)
+    out = train_reward_weighted(config)
     print(f"saved to {out}", file=sys.stderr)
     return 0
