@@ -129,7 +129,7 @@ def generate(
         ``negative_prompt``, the settings, and with best-of ``score``, ``rank``, ``group_seed``.
     """
     settings = settings or GenerationSettings()
-    prompts = [p for p in prompts]
+    prompts = list(prompts)
     if not prompts:
         raise AdaptError("no prompts to generate from")
     if any(not p.strip() for p in prompts):
