@@ -22,6 +22,7 @@ from prefalign.adapt.errors import AdaptError
 from prefalign.adapt.identifier import negative_prompt_for
 from prefalign.adapt.rewards import RewardFn
 from prefalign.data.dataset import DatasetWriter, Record
+from prefalign.scoring.distributed import process_group
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ def generate(
         keep: candidates kept per group, highest reward first (default: 1 with best_of > 1).
         reward: scores candidates when ``best_of`` > 1 (a ``RewardFn``; see ``as_reward_fn``).
         model_name: what ``meta["model"]`` says (default: the base, plus ``+lora`` name).
-        device: where to run.
+        device: where to run. Under ``accelerate launch`` or ``torchrun`` the (prompt, seed) jobs
+            are split across processes, each on its own GPU, and the records gathered in order.
 
     Returns:
         The report; each record's meta holds ``seed``, ``model``, ``base``, ``lora``,
@@ -144,6 +146,8 @@ def generate(
     if not 1 <= keep <= best_of:
         raise AdaptError(f"--keep must be between 1 and --best-of ({best_of}), got {keep}")
 
+    if process_group()[1] > 1 and str(device).startswith("cuda"):
+        device = f"cuda:{torch.cuda.current_device()}"  # the launcher gave each process its GPU
     pipe = load_pipeline(base, scheduler=settings.scheduler, device=device)
     info: dict[str, Any] = {}
     if lora is not None:
@@ -169,35 +173,67 @@ def generate(
     }
 
     out = Path(out)
-    report = GenerationReport(out=out, negative_prompt=negative)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    with DatasetWriter(out) as writer:
-        for pi, prompt in enumerate(prompts):
-            for group_seed in seeds:
-                cand_seeds = candidate_seeds(int(group_seed), best_of)
-                images = _sample(pipe, prompt, negative, cand_seeds, settings, height, width, device)
-                report.candidates += len(images)
-                order = list(range(len(images)))
-                scores: list[float | None] = [None] * len(images)
-                if best_of > 1:
-                    values = reward(images, [prompt] * len(images)).float().tolist()
-                    scores = values
-                    order = sorted(order, key=lambda i: (-values[i], cand_seeds[i]))[:keep]
-                for rank, i in enumerate(order):
-                    rel = f"images/{pi:05d}-s{cand_seeds[i]}.png"
-                    images[i].save(out / rel)
-                    meta = {**common_meta, "seed": cand_seeds[i], "prompt_index": pi}
-                    if best_of > 1:
-                        meta.update(
-                            score=scores[i], rank=rank, group_seed=int(group_seed), best_of=best_of, keep=keep
-                        )
-                        report.scores.append(float(scores[i]))
-                    writer.write(Record(prompt=prompt, images=[rel], source="generated", meta=meta))
-                    report.images += 1
+    # Under accelerate launch / torchrun each process draws a contiguous share of the
+    # (prompt, seed) jobs; the first writes the records of all, in the 1-process order.
+    jobs = [(pi, prompt, int(s)) for pi, prompt in enumerate(prompts) for s in seeds]
+    rank, world = process_group()
+    per = -(-len(jobs) // world)
+    records: list[Record] = []
+    candidates = 0
+    for pi, prompt, group_seed in jobs[rank * per : (rank + 1) * per]:
+        cand_seeds = candidate_seeds(group_seed, best_of)
+        images = _sample(pipe, prompt, negative, cand_seeds, settings, height, width)
+        candidates += len(images)
+        order = list(range(len(images)))
+        scores: list[float] = []
+        if best_of > 1:
+            scores = reward(images, [prompt] * len(images)).float().tolist()
+            order = sorted(order, key=lambda i: (-scores[i], cand_seeds[i]))[:keep]
+        for place, i in enumerate(order):
+            rel = f"images/{pi:05d}-s{cand_seeds[i]}.png"
+            images[i].save(out / rel)
+            meta = {**common_meta, "seed": cand_seeds[i], "prompt_index": pi}
+            if best_of > 1:
+                meta.update(score=scores[i], rank=place, group_seed=group_seed, best_of=best_of, keep=keep)
+            records.append(Record(prompt=prompt, images=[rel], source="generated", meta=meta))
+
+    records = _gather(records)
+    report = GenerationReport(
+        out=out,
+        images=len(records),
+        candidates=sum(_gather([candidates])),
+        negative_prompt=negative,
+        scores=[r.meta["score"] for r in records if "score" in r.meta],
+    )
+    if rank == 0:
+        with DatasetWriter(out) as writer:
+            for record in records:
+                writer.write(record)
+    _barrier()
     return report
 
 
-def _sample(pipe, prompt, negative, seeds, settings, height, width, device) -> list:
+def _gather(items: list) -> list:
+    """Every process's list concatenated in rank order (the list itself when running alone)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(items)
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, list(items))
+    return [x for part in parts for x in part]
+
+
+def _barrier() -> None:
+    """Wait until the records are written, so no process returns before the dataset exists."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _sample(pipe, prompt, negative, seeds, settings, height, width) -> list:
     """PIL images for one prompt and each seed, ``settings.batch_size`` at a time."""
     images = []
     for start in range(0, len(seeds), max(1, settings.batch_size)):
