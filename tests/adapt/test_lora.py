@@ -166,3 +166,28 @@ def test_gradient_checkpointing_gives_the_same_adapter(tmp_path, shapes_data, ti
     )
     a, b = load_file(plain / LORA_WEIGHTS_FILE), load_file(checkpointed / LORA_WEIGHTS_FILE)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_gradient_accumulation_equals_the_whole_batch(tmp_path, shapes_data, tiny_sd):
+    """Samples are seeded by their position in the run, so splitting a step's batch into passes
+    changes nothing but the float summation order."""
+    from safetensors.torch import load_file
+
+    from prefalign.adapt.lora import train_lora
+
+    whole = train_lora(
+        lora_config(shapes_data, tiny_sd, tmp_path / "whole", steps=2, batch_size=4, max_grad_norm=0)
+    )
+    split = train_lora(
+        lora_config(
+            shapes_data,
+            tiny_sd,
+            tmp_path / "split",
+            steps=2,
+            batch_size=4,
+            gradient_accumulation_steps=2,
+            max_grad_norm=0,
+        )
+    )
+    a, b = load_file(whole / LORA_WEIGHTS_FILE), load_file(split / LORA_WEIGHTS_FILE)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

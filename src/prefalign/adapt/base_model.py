@@ -132,13 +132,20 @@ def encode_prompts(components: SDComponents, prompts: list[str], device: torch.d
 
 
 def images_to_latents(
-    components: SDComponents, pixels: torch.Tensor, generator: torch.Generator | None
+    components: SDComponents, pixels: torch.Tensor, generators: list[torch.Generator]
 ) -> torch.Tensor:
-    """VAE latents (sampled from the posterior, scaled) of images given in [-1, 1]."""
+    """VAE latents (sampled from the posterior, scaled) of images given in [-1, 1].
+
+    Args:
+        components: the base.
+        pixels: images, NCHW in [-1, 1].
+        generators: one CPU generator per image for its posterior sample.
+    """
     with torch.no_grad():
         dist = components.vae.encode(pixels).latent_dist
-        noise = torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype).to(pixels.device)
-        latents = dist.mean + dist.std * noise
+        shape, dtype = dist.mean.shape[1:], dist.mean.dtype
+        noise = torch.stack([torch.randn(shape, generator=g, dtype=dtype) for g in generators])
+        latents = dist.mean + dist.std * noise.to(pixels.device)
     return latents * components.vae.config.scaling_factor
 
 

@@ -5,9 +5,9 @@ pre-training term. The loop runs under accelerate (one CPU, one GPU, or ``accele
 over many); the batch size is the total per optimizer step, split over processes and
 gradient-accumulation passes.
 
-Resume is exact: the data order, noise, timesteps and VAE posterior samples of every pass are
-drawn from generators seeded by (seed, step, pass, process), so they do not depend on what ran
-before; a checkpoint holds only the trainable weights and the optimizer state (not the frozen
+Resume is exact: the data order, noise, timesteps and VAE posterior samples are drawn from
+generators seeded by the run seed and each sample's position in the run, so they do not depend
+on what ran before, nor on how a step's batch is split over processes and accumulation passes; a checkpoint holds only the trainable weights and the optimizer state (not the frozen
 UNet, which would be gigabytes per checkpoint for a LoRA run).
 """
 
@@ -232,13 +232,15 @@ class DiffusionFineTuner:
             (step * cfg.gradient_accumulation_steps + micro) * acc.num_processes + acc.process_index
         ) * size
         batch = [pairs[i] for i in _indices(len(pairs), cfg.seed, stream, start, size)]
-        rng = _generator(cfg.seed, 2 + stream, step, micro, acc.process_index)
+        # One generator per sample, keyed by its position in the run's sample stream: a sample's
+        # noise does not depend on how the batch is split over processes and passes.
+        rngs = [_generator(cfg.seed, 2 + stream, g) for g in range(start, start + size)]
         device = acc.device
         pixels = load_pixels([e.image for e in batch], cfg.resolution).to(device)
-        latents = images_to_latents(sd, pixels, rng)
-        noise = torch.randn(latents.shape, generator=rng).to(device)
+        latents = images_to_latents(sd, pixels, rngs)
+        noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in rngs]).to(device)
         steps_total = sd.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps_total, (len(batch),), generator=rng).to(device)
+        timesteps = torch.cat([torch.randint(0, steps_total, (1,), generator=g) for g in rngs]).to(device)
         noisy = sd.noise_scheduler.add_noise(latents, noise, timesteps)
         text = encode_prompts(sd, [e.caption for e in batch], device)
         kind = sd.noise_scheduler.config.prediction_type
