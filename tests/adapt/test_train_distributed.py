@@ -1,0 +1,58 @@
+"""Two training processes (accelerate on CPU, gloo) learn the adapter one process learns."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from .conftest import lora_config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker(rank: int, world: int, port: int, data: str, base: str, out: str) -> None:
+    import os
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    from accelerate import PartialState
+
+    from prefalign.adapt.trainer import DiffusionFineTuner, examples_from_dataset
+    from prefalign.data import load_dataset
+
+    trainer = DiffusionFineTuner(
+        lora_config(data, base, out, steps=2, batch_size=4, max_grad_norm=0),
+        examples_from_dataset(load_dataset(data)),
+    )
+    trainer.train()
+    # really distributed: two processes, two samples each per step
+    assert PartialState().num_processes == world and trainer.micro_batch == 2
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_one_process_adapter(tmp_path, shapes_data, tiny_sd):
+    from safetensors.torch import load_file
+
+    from prefalign.adapt.adapter import LORA_WEIGHTS_FILE
+    from prefalign.adapt.lora import train_lora
+
+    one = train_lora(
+        lora_config(shapes_data, tiny_sd, tmp_path / "one", steps=2, batch_size=4, max_grad_norm=0)
+    )
+    two = tmp_path / "two"
+    mp.spawn(worker, args=(2, _free_port(), str(shapes_data), str(tiny_sd), str(two)), nprocs=2, join=True)
+    a, b = load_file(one / LORA_WEIGHTS_FILE), load_file(two / LORA_WEIGHTS_FILE)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
