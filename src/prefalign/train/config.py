@@ -32,7 +32,7 @@ class TrainConfig:
     out: str = option("", "model directory to write (the prefalign model format)")
     base: str = option(
         "openai/clip-vit-large-patch14",
-        "base CLIP: a model directory, hub id or known name (default: CLIP ViT-L/14, as both papers)",
+        "base CLIP: a model directory, hub id or known name (both papers: CLIP ViT-L/14)",
     )
     eval_data: str | None = option(
         None,

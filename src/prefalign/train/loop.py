@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from prefalign.errors import PrefalignError
 from prefalign.train.config import TrainConfig, TrainConfigError
 from prefalign.train.examples import SkipReport
 
@@ -143,6 +142,7 @@ class Trainer:
         self.config = config
         self.callbacks = list(callbacks or [])
         self.accelerator = None
+        self.model = self.optimizer = self.scheduler = None  # set by train(), for inspection
         self.train_examples: list = []
         self.eval_examples: list = []
         self.skipped = SkipReport()
@@ -207,6 +207,7 @@ class Trainer:
         model, optimizer = acc.prepare(model, optimizer)
         # Not through prepare(): accelerate would step it once per process per step.
         acc.register_for_checkpointing(scheduler)
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
 
         state = TrainerState(total_steps=total_steps)
         if resume_dir is not None:
@@ -471,7 +472,6 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 
 
 __all__ = [
-    "PrefalignError",
     "TrainResult",
     "Trainer",
     "TrainerState",
