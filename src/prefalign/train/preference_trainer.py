@@ -212,6 +212,4 @@ class PreferenceTrainer(Trainer):
                 "trained_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
         )
-        clip = model.clip
-        clip.requires_grad_(False)
-        save_model_dir(out, clip, self.tokenizer, spec, overwrite=True)
+        save_model_dir(out, model.clip, self.tokenizer, spec, overwrite=True)
