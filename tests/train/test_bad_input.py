@@ -124,5 +124,9 @@ def test_yaml_config_refuses_unknown_options(tmp_path):
     path.write_text("data: d\nout: o\nlearning_rate: 0.001\nlearnig_rate: 0.1\n")
     with pytest.raises(TrainConfigError, match="learnig_rate"):
         PreferenceConfig.from_yaml(path)
-    path.write_text("data: d\nout: o\nlearning-rate: 0.001\n")
-    assert PreferenceConfig.from_yaml(path, max_steps=7).learning_rate == 0.001
+    path.write_text("data: d\nout: o\nlearning-rate: 1e-3\nmax_steps: 5\n")  # YAML reads 1e-3 as a string
+    config = PreferenceConfig.from_yaml(path, max_steps=7)
+    assert config.learning_rate == 0.001 and config.max_steps == 7
+    path.write_text("data: d\nout: o\nbatch_size: many\n")
+    with pytest.raises(TrainConfigError, match="batch_size must be a whole number"):
+        PreferenceConfig.from_yaml(path)

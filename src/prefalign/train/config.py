@@ -132,10 +132,12 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> TrainConfig:
         """Build a config, refusing unknown keys (a misspelt option must not pass silently)."""
         names = {f.name for f in dataclasses.fields(cls)}
+        values = {str(k).replace("-", "_"): v for k, v in values.items()}
         unknown = sorted(set(values) - names)
         if unknown:
             raise TrainConfigError(f"{source}: unknown option(s) {', '.join(unknown)} for {cls.__name__}")
-        return cls(**{k.replace("-", "_"): v for k, v in values.items()})
+        types = cls.field_types()
+        return cls(**{k: _coerce(k, types[k], v, source) for k, v in values.items()})
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -149,5 +151,28 @@ class TrainConfig:
             raise TrainConfigError(f"{path}: cannot read the config ({exc})") from None
         if not isinstance(values, dict):
             raise TrainConfigError(f"{path}: expected a mapping of option: value")
-        values = {str(k).replace("-", "_"): v for k, v in values.items()}
         return cls.from_dict({**values, **overrides}, source=str(path))
+
+
+def _coerce(name: str, tp: Any, value: Any, source: str) -> Any:
+    """A YAML value as the field's type: YAML reads ``1e-5`` as a string, for one."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if value is None:
+        if args:  # Optional
+            return None
+        raise TrainConfigError(f"{source}: {name} cannot be empty")
+    base = args[0] if args else tp
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise TrainConfigError(f"{source}: {name} must be true or false, got {value!r}")
+    if base in (int, float, str):
+        try:
+            converted = base(value)
+        except (TypeError, ValueError):
+            kind = {int: "a whole number", float: "a number", str: "text"}[base]
+            raise TrainConfigError(f"{source}: {name} must be {kind}, got {value!r}") from None
+        if base is int and isinstance(value, float) and value != converted:
+            raise TrainConfigError(f"{source}: {name} must be a whole number, got {value!r}")
+        return converted
+    return value

@@ -20,6 +20,10 @@ class PreferenceConfig(TrainConfig):
     weight_decay: float = option(
         3.1e-3, "AdamW weight decay, none on norms, biases and logit_scale (paper: 3.1e-3)"
     )
+    eval_steps: int = option(
+        500,
+        "evaluate on the held-out records every N optimizer steps (0: only at the end; each costs a pass over them)",
+    )
     vision_blocks: int = option(
         10, "train the last N transformer blocks of the image tower (paper: 10; -1: the whole tower)"
     )

@@ -71,9 +71,6 @@ class PreferenceTrainer(Trainer):
     name = "preference model"
     config: PreferenceConfig
 
-    def __init__(self, config: PreferenceConfig, **kwargs: Any):
-        super().__init__(config, **kwargs)
-
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         cfg = self.config
