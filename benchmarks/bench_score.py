@@ -67,6 +67,15 @@ def image_tower_gflop(cfg) -> float:
     return 2 * (v.num_hidden_layers * per_layer + patch + w * cfg.projection_dim) / 1e9
 
 
+def pruned_gflop(cfg) -> float:
+    """What prefalign executes: the last block's query, output projection and MLP run for the
+    class token only (see prefalign/scoring/vision.py)."""
+    v = cfg.vision_config
+    others = (v.image_size // v.patch_size) ** 2
+    w, mlp = v.hidden_size, v.intermediate_size
+    return image_tower_gflop(cfg) - 2 * others * (2 * w * w + 2 * w * mlp) / 1e9
+
+
 def matmul_gflops(n: int = 2048, seconds: float = 1.5) -> float:
     """Median GFLOP/s of fp32 n x n products over about ``seconds``: the machine's roofline now."""
     a, b = torch.randn(n, n), torch.randn(n, n)

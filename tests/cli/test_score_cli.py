@@ -130,3 +130,37 @@ def test_usage_errors(model_dir, image_dir, capsys):
 def test_list_models(capsys):
     assert main(["score", "--list-models"]) == 0
     assert "hps-v2" in capsys.readouterr().out.split()
+
+
+def test_two_processes_give_the_one_process_table(model_dir, image_dir, tmp_path):
+    """Under torchrun the dataset is sharded across processes and gathered in order."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    for i in range(3):
+        shutil.copy(image_dir / f"img{i}.png", ds / f"img{i}.png")
+    records = [
+        Record(prompt=f"a cat number {k}", images=[f"img{k % 3}.png", f"img{(k + 1) % 3}.png"])
+        for k in range(5)
+    ]
+    records.append(Record(prompt="broken", images=["img0.png", "missing.png"]))
+    save_dataset(records, ds)
+    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    args = ["score", "--data", str(ds), "--model", str(model_dir), "--device", "cpu", "--no-progress"]
+    assert main([*args, "--out", str(one)]) == 1
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [torchrun, "--nproc_per_node", "2", "-m", "prefalign.cli.main", *args, "--out", str(two)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "missing.png: file not found" in proc.stderr
+    assert "process 0 of 2 scores 3 of 6 records" in proc.stderr
+    assert "process 1 of 2 scores 3 of 6 records" in proc.stderr
+    a, b = pq.read_table(one).to_pylist(), pq.read_table(two).to_pylist()
+    assert [r["image"] for r in a] == [r["image"] for r in b]
+    for x, y in zip(a, b):
+        assert (x["score"] is None and y["score"] is None) or abs(x["score"] - y["score"]) < 1e-4

@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "prefalign.cli.data",
     "prefalign.cli.train",
     "prefalign.cli.demo",
+    "prefalign.cli.annotate",
+    "prefalign.cli.eval",
 )
 
 

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "at the first).",
         epilog="examples:\n"
         "  prefalign score out/*.png --prompt 'a red circle' --model models/hps-v2\n"
-        "  prefalign score --data my-dataset --model pickscore --out scores.parquet",
+        "  prefalign score --data my-dataset --model pickscore --out scores.parquet\n"
+        "  torchrun --nproc_per_node 4 -m prefalign.cli.main score --data my-dataset -m pickscore -o s.parquet\n"
+        "      (or accelerate launch: records are sharded across processes and gathered in order)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("images", nargs="*", metavar="IMAGE_OR_DIR", help="image files or directories of images")
@@ -90,13 +92,21 @@ def run(args: argparse.Namespace) -> int:
     scorer = load_scorer(args.model, device=args.device, precision=args.precision, compile=args.compile)
     if scorer.uses_text and args.prompt is not None and not args.prompt.strip():
         raise CommandError("--prompt is empty")
-    result = scorer.score_records(
-        records, batch_size=args.batch_size, strict=args.strict, progress=False if args.no_progress else None
+    from prefalign.scoring.distributed import process_rank, score_records_sharded
+
+    result = score_records_sharded(
+        scorer,
+        records,
+        batch_size=args.batch_size,
+        strict=args.strict,
+        progress=False if args.no_progress else None,
     )
     flat = [None if v != v else float(v) for scores in result.scores for v in scores]  # NaN -> None
     for row, value in zip(rows, flat):
         row["score"] = value
 
+    if process_rank() != 0:  # under torchrun / accelerate launch, the first process reports
+        return 1 if result.failures else 0
     if args.out:
         write_table(rows, args.out, columns)
         print(f"wrote {len(rows)} scores to {args.out}", file=sys.stderr)

@@ -1,23 +1,61 @@
-"""Records, the dataset format, and safe image loading."""
+"""Records, the dataset format, safe image loading, and the tools that build and check datasets.
 
-from prefalign.data.dataset import Dataset, DatasetError, Record, load_dataset, save_dataset
-from prefalign.data.images import (
-    CLIP_MEAN,
-    CLIP_STD,
-    ImageLoadError,
-    Preprocess,
-    load_image,
-)
+Names load on first use, so that mining a chat export or splitting a dataset never imports
+torch (which :mod:`prefalign.data.images` needs).
 
-__all__ = [
-    "CLIP_MEAN",
-    "CLIP_STD",
-    "Dataset",
-    "DatasetError",
-    "ImageLoadError",
-    "Preprocess",
-    "Record",
-    "load_dataset",
-    "load_image",
-    "save_dataset",
-]
+    >>> from prefalign.data import from_discord, fetch_images, dataset_stats   # doctest: +SKIP
+    >>> report = from_discord(["dreambot-1.json"], "choices")                  # doctest: +SKIP
+    >>> fetch_images("choices")                                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module that defines it
+_LAZY = {
+    # the format
+    "Dataset": "prefalign.data.dataset",
+    "DatasetError": "prefalign.data.dataset",
+    "DatasetWriter": "prefalign.data.dataset",
+    "Record": "prefalign.data.dataset",
+    "load_dataset": "prefalign.data.dataset",
+    "save_dataset": "prefalign.data.dataset",
+    # images
+    "CLIP_MEAN": "prefalign.data.images",
+    "CLIP_STD": "prefalign.data.images",
+    "ImageLoadError": "prefalign.data.images",
+    "Preprocess": "prefalign.data.images",
+    "load_image": "prefalign.data.images",
+    # Discord exports
+    "DiscordExportError": "prefalign.data.discord",
+    "iter_messages": "prefalign.data.discord",
+    "DreamGrammar": "prefalign.data.dreambot",
+    "MiningError": "prefalign.data.mining",
+    "MiningReport": "prefalign.data.mining",
+    "from_discord": "prefalign.data.mining",
+    "mine_choices": "prefalign.data.mining",
+    "fetch_images": "prefalign.data.fetch",
+    # public sets
+    "IMPORT_FORMATS": "prefalign.data.importers",
+    "EXPORT_FORMATS": "prefalign.data.importers",
+    "import_dataset": "prefalign.data.importers",
+    "export_dataset": "prefalign.data.importers",
+    # tools
+    "split_dataset": "prefalign.data.split",
+    "validate_dataset": "prefalign.data.validate",
+    "dataset_stats": "prefalign.data.stats",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'prefalign.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -9,6 +9,7 @@ pyarrow, pandas, polars and ``datasets.load_dataset("parquet", ...)``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -139,21 +140,76 @@ def save_dataset(records: Iterable[Record], path: str | Path) -> Path:
     Records without an id get their position as id. An interrupted write leaves the previous
     file, if any, untouched.
     """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, rec in enumerate(records):
-        row = rec.to_row()
-        row["id"] = row["id"] or str(i)
-        rows.append(row)
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    target = path / RECORDS_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".records-", suffix=".parquet.tmp", dir=path)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with DatasetWriter(path) as writer:
+        for rec in records:
+            writer.write(rec)
+    return Path(path)
+
+
+class DatasetWriter:
+    """Stream records into ``path/records.parquet`` in batches; the file appears only on ``close``.
+
+    Memory stays bounded by ``batch_size`` records however many are written, which is what lets
+    the Discord miner run in constant memory. Used as a context manager, an exception inside the
+    block discards the partial file and leaves any previous dataset untouched; ``close`` commits.
+
+    Example:
+        >>> with DatasetWriter("out") as w:                        # doctest: +SKIP
+        ...     w.write(Record(prompt="a cat", images=["a.png", "b.png"], chosen=1))
+    """
+
+    def __init__(self, path: str | Path, *, batch_size: int = 2048):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.batch_size = batch_size
+        self.count = 0
+        self._rows: list[dict[str, Any]] = []
+        fd, tmp = tempfile.mkstemp(prefix=".records-", suffix=".parquet.tmp", dir=self.path)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self._tmp, SCHEMA)
+
+    def write(self, record: Record) -> None:
+        """Add one record; records without an id get their position as id."""
+        row = record.to_row()
+        row["id"] = row["id"] or str(self.count)
+        self._rows.append(row)
+        self.count += 1
+        if len(self._rows) >= self.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows and self._writer is not None:
+            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=SCHEMA))
+            self._rows = []
+
+    def close(self) -> Path:
+        """Write what is buffered and move the file into place. Returns the dataset directory."""
+        if self._writer is None:
+            return self.path
+        try:
+            self._flush()
+            self._writer.close()
+            self._writer = None
+            os.replace(self._tmp, self.path / RECORDS_FILE)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Discard everything written so far; a previous dataset at ``path`` stays as it was."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):  # the file is thrown away; its state does not matter
+                self._writer.close()
+            self._writer = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

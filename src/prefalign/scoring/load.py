@@ -57,9 +57,12 @@ def list_scorers() -> list[str]:
 
 
 def resolve_device(device: str | None) -> str:
-    """``"auto"`` (or None) means CUDA when available, else CPU."""
+    """``"auto"`` (or None) means CUDA when available (this process's GPU when launched with
+    others), else CPU."""
     if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
     return device
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from prefalign.data.images import ImageInput, ImageLoadError, Preprocess
 from prefalign.errors import PrefalignError
 from prefalign.scoring.model_format import HEAD_KINDS, TEXT_FREE_KINDS, ScorerSpec
+from prefalign.scoring.vision import image_features
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class Scorer:
 
     # ------------------------------------------------------------------ encoders
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.get_image_features(pixel_values=pixel_values).pooler_output
+        return image_features(self.model, pixel_values)
 
     def _compiled_image_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         try:

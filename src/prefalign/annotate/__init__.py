@@ -1,0 +1,51 @@
+"""The annotation web app: collect human choices, A/B preferences and good/bad ratings.
+
+The door of this room (``prefalign annotate`` is a thin shell over it):
+
+    >>> from prefalign.annotate import Store, StudyConfig, create_study, add_annotator
+    >>> store = Store.open("my-study/annotations.db")                          # doctest: +SKIP
+    >>> study = create_study(store, "my-study", StudyConfig("hps-user-study", "pair", 20))  # doctest: +SKIP
+    >>> token = add_annotator(store, study, "alice")                           # doctest: +SKIP
+    >>> app = create_app(store, "my-study")   # an ASGI app; serve with uvicorn  # doctest: +SKIP
+    >>> export_study(store, study, "my-study", "votes/")                       # doctest: +SKIP
+
+FastAPI and SQLAlchemy load only when a name that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module that defines it
+_LAZY = {
+    "create_app": "prefalign.annotate.app",
+    "Store": "prefalign.annotate.storage",
+    "database_url": "prefalign.annotate.storage",
+    "StudyConfig": "prefalign.annotate.study",
+    "create_study": "prefalign.annotate.study",
+    "copy_dataset": "prefalign.annotate.study",
+    "check_records": "prefalign.annotate.study",
+    "find_study": "prefalign.annotate.study",
+    "locate_study": "prefalign.annotate.study",
+    "read_study_config": "prefalign.annotate.study",
+    "default_db": "prefalign.annotate.study",
+    "task_count": "prefalign.annotate.study",
+    "add_annotator": "prefalign.annotate.tokens",
+    "export_study": "prefalign.annotate.export",
+    "study_progress": "prefalign.annotate.progress",
+    "AnnotateError": "prefalign.annotate.errors",
+    "StudyError": "prefalign.annotate.errors",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'prefalign.annotate' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

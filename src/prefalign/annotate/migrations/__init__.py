@@ -1,0 +1,1 @@
+"""Alembic migrations of the annotation database (run by prefalign.annotate.storage.migrate)."""

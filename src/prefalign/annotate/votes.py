@@ -1,0 +1,138 @@
+"""Checking and recording one vote.
+
+A vote names a task and an answer: for ``choice`` and ``pair`` tasks the shown position of the
+clicked image (``"0"`` is the first/left one), for ``rating`` tasks ``good``, ``bad`` or
+``skip``. It is accepted only from an annotator the task is assigned to, and only once: a
+repeat of the same answer (a double click, a retried request) is acknowledged without a second
+row; a different answer to an answered task is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from prefalign.annotate.errors import InvalidVote, NotAuthorized, NotFound, VoteConflict
+from prefalign.annotate.models import Annotator, Assignment, Study, Task, Vote, answer_of, utcnow
+
+RATING_ANSWERS = {"good": 1.0, "bad": 0.0}
+SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    """``status`` is ``recorded`` for a new vote, ``duplicate`` for a repeat of the same one."""
+
+    status: str
+    vote_id: int
+
+
+def parse_task_id(raw: object) -> int:
+    """A task id from a form field or JSON value, or :class:`InvalidVote`."""
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        raise InvalidVote(f"task must be a task id (an integer), not {raw!r}") from None
+
+
+def _parse_answer(kind: str, raw: object, n_images: int) -> dict:
+    """The answer as the columns of :class:`Vote` (choice as shown position for now)."""
+    text = str(raw).strip().lower() if raw is not None else ""
+    if kind == "rating":
+        if text == SKIP:
+            return {"shown_position": None, "rating": None, "skipped": True}
+        if text not in RATING_ANSWERS:
+            raise InvalidVote(f"a rating is 'good', 'bad' or 'skip', not {raw!r}")
+        return {"shown_position": 0, "rating": RATING_ANSWERS[text], "skipped": False}
+    try:
+        position = int(text)
+    except ValueError:
+        raise InvalidVote(
+            f"the answer must be the position of an image (0 to {n_images - 1}), not {raw!r}"
+        ) from None
+    if not 0 <= position < n_images:
+        raise InvalidVote(f"image position {position} is out of range: this task has {n_images} images")
+    return {"shown_position": position, "rating": None, "skipped": False}
+
+
+def assignment_for(session: Session, study: Study, annotator: Annotator, task_id: int) -> Assignment:
+    """This annotator's assignment of ``task_id`` in ``study``.
+
+    Raises:
+        NotFound: if the study has no such task.
+        NotAuthorized: if the task was never assigned to this annotator.
+    """
+    task = session.get(Task, task_id)
+    if task is None or task.study_id != study.id:
+        raise NotFound(f"no task {task_id} in this study")
+    assignment = session.scalar(
+        select(Assignment).where(Assignment.task_id == task_id, Assignment.annotator_id == annotator.id)
+    )
+    if assignment is None:
+        raise NotAuthorized(f"task {task_id} is not assigned to you")
+    return assignment
+
+
+def record_vote(
+    session: Session, study: Study, annotator: Annotator, task_id: int, answer: object
+) -> VoteResult:
+    """Validate and store one vote in the caller's transaction.
+
+    Args:
+        session: A session inside a transaction (committed by the caller).
+        study: The study served.
+        annotator: The authenticated annotator.
+        task_id: The task voted on.
+        answer: The shown position of the chosen image, or ``good``/``bad``/``skip``.
+
+    Returns:
+        Whether the vote was new or a repeat, and its id.
+
+    Raises:
+        NotFound, NotAuthorized: for a task of another study or not assigned to this annotator.
+        InvalidVote: for an answer that does not fit the task.
+        VoteConflict: for a different answer to a task already answered.
+    """
+    assignment = assignment_for(session, study, annotator, task_id)
+    task = assignment.task
+    parsed = _parse_answer(study.kind, answer, len(task.images))
+    position = parsed.pop("shown_position")
+    columns = {
+        **parsed,
+        "shown_position": position,
+        "choice": None if study.kind == "rating" or position is None else assignment.shown_order[position],
+    }
+    existing = session.scalar(select(Vote).where(Vote.assignment_id == assignment.id))
+    if existing is not None:
+        wanted = {"choice": columns["choice"], "rating": columns["rating"], "skipped": columns["skipped"]}
+        if answer_of(existing) == wanted:
+            return VoteResult("duplicate", existing.id)
+        raise VoteConflict(f"you already answered task {task_id}; an answer cannot be changed")
+    now = utcnow()
+    vote = Vote(
+        assignment_id=assignment.id,
+        task_id=task.id,
+        annotator_id=annotator.id,
+        shown_order=list(assignment.shown_order),
+        created_at=now,
+        **columns,
+    )
+    session.add(vote)
+    # A held slot turns into a counted vote, or is given back by a skip; a vote whose lease
+    # had run out takes a slot of its own (see assign.py).
+    counters = {}
+    if not vote.skipped:
+        counters["done_votes"] = Task.done_votes + 1
+        if not assignment.claim_held:
+            counters["slots_used"] = Task.slots_used + 1
+    elif assignment.claim_held:
+        counters["slots_used"] = Task.slots_used - 1
+    if counters:
+        increment = update(Task).where(Task.id == task.id).values(**counters)
+        session.execute(increment.execution_options(synchronize_session=False))
+    assignment.answered_at = now
+    assignment.claim_held = False
+    session.flush()
+    return VoteResult("recorded", vote.id)

@@ -1,0 +1,254 @@
+"""Importers read the public sets in their original layouts; hpd-v1 exports back exactly."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from prefalign.data import DatasetError, Record, export_dataset, import_dataset, load_dataset, save_dataset
+from prefalign.data.validate import validate_dataset
+
+
+def image_bytes(colour, fmt="PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def write_hpd_v1(root: Path) -> dict[str, list]:
+    (root / "preference_images").mkdir(parents=True)
+    items = {
+        "preference_train.json": [
+            {
+                "human_preference": 2,
+                "prompt": 'a "quoted" castle, 城',
+                "id": "100",
+                "file_path": ["100_0.webp", "100_1.webp", "100_2.webp", "100_3.webp"],
+                "user_hash": "u1",
+                "contain_name": False,
+            },
+            {
+                "human_preference": 0,
+                "prompt": "portrait of a cat by Greg Rutkowski",
+                "id": "101",
+                "file_path": ["101_0.webp", "101_1.webp"],
+                "user_hash": "u2",
+                "contain_name": True,
+                "extra_field": {"kept": [1, 2]},
+            },
+        ],
+        "preference_test.json": [
+            {
+                "human_preference": 1,
+                "prompt": "a bridge",
+                "id": 7,
+                "file_path": ["t7_0.webp", "t7_1.webp", "t7_2.webp"],
+                "user_hash": None,
+                "contain_name": False,
+            }
+        ],
+    }
+    for name, rows in items.items():
+        (root / name).write_text(json.dumps(rows), encoding="utf-8")
+        for row in rows:
+            for k, f in enumerate(row["file_path"]):
+                (root / "preference_images" / f).write_bytes(image_bytes((k * 40, 10, 10), "WEBP"))
+    return items
+
+
+def test_hpd_v1_import_and_exact_round_trip(tmp_path):
+    items = write_hpd_v1(tmp_path / "hpd")
+    report = import_dataset("hpd-v1", tmp_path / "hpd", tmp_path / "ds")
+    assert report.records == 3 and not report.missing_images
+    ds = load_dataset(tmp_path / "ds")
+    first = ds.records[0]
+    assert (first.prompt, first.chosen, first.user, first.split, len(first.images)) == (
+        'a "quoted" castle, 城',
+        2,
+        "u1",
+        "train",
+        4,
+    )
+    assert ds.records[2].split == "test" and ds.records[2].user is None
+    assert validate_dataset(tmp_path / "ds").ok
+
+    export_dataset("hpd-v1", tmp_path / "ds", tmp_path / "back")
+    for name, rows in items.items():
+        assert json.loads((tmp_path / "back" / name).read_text(encoding="utf-8")) == rows
+        for row in rows:
+            assert list(json.loads(json.dumps(row))) == list(row)  # key order too
+            for f in row["file_path"]:
+                assert (tmp_path / "back/preference_images" / f).read_bytes() == (
+                    tmp_path / "hpd/preference_images" / f
+                ).read_bytes()
+    back = json.loads((tmp_path / "back/preference_train.json").read_text(encoding="utf-8"))
+    assert [list(r) for r in back] == [list(r) for r in items["preference_train.json"]]
+
+
+def test_export_of_other_records_and_choices_only(tmp_path):
+    img = tmp_path / "ds" / "a.png"
+    img.parent.mkdir()
+    img.write_bytes(image_bytes((1, 2, 3)))
+    save_dataset(
+        [
+            Record(id="x", prompt="p", images=["a.png", "a.png"], chosen=1, user="h", split="test"),
+            Record(id="y", prompt="q", images=["a.png", "a.png"], ranks=[0, 0]),  # a tie: not HPD v1
+        ],
+        tmp_path / "ds",
+    )
+    counts = export_dataset("hpd-v1", tmp_path / "ds", tmp_path / "out")
+    assert counts["skipped"] == 1 and counts["preference_test.json"] == 1
+    (item,) = json.loads((tmp_path / "out/preference_test.json").read_text())
+    assert item["human_preference"] == 1 and item["file_path"] == ["x_0.png", "x_1.png"]
+    assert (tmp_path / "out/preference_images/x_1.png").is_file()
+
+
+def test_hpd_v2_pairs_ties_and_rankings(tmp_path):
+    src = tmp_path / "hpd2"
+    for split in ("train", "test"):
+        (src / split).mkdir(parents=True)
+    train = [
+        {"human_preference": [0, 1], "prompt": "a", "file_path": ["a0.jpg", "a1.jpg"], "user_hash": "u"},
+        {"human_preference": [1, 1], "prompt": "b", "file_path": ["b0.jpg", "b1.jpg"]},
+    ]
+    test = [
+        {
+            "prompt": "c",
+            "image_path": ["c0.jpg", "c1.jpg", "c2.jpg"],
+            "rank": [2, 1, 3],
+            "raw_annotations": [
+                {"rank": [2, 1, 3], "user_hash": "h1"},
+                {"rank": [1, 2, 3], "user_hash": "h2"},
+            ],
+        }
+    ]
+    (src / "train.json").write_text(json.dumps(train))
+    (src / "test.json").write_text(json.dumps(test))
+    for split, rows, key in (("train", train, "file_path"), ("test", test, "image_path")):
+        for row in rows:
+            for f in row[key]:
+                (src / split / f).write_bytes(image_bytes((9, 9, 9), "JPEG"))
+    import_dataset("hpd-v2", src, tmp_path / "ds", images="copy")
+    a, b, c = load_dataset(tmp_path / "ds").records
+    assert (a.chosen, a.ranks, a.split) == (1, None, "train")
+    assert (b.chosen, b.ranks) == (None, [0, 0])
+    assert (c.ranks, c.split, len(c.meta["raw_annotations"])) == ([2, 1, 3], "test", 2)
+    assert validate_dataset(tmp_path / "ds").ok
+
+
+def test_pickapic_bytes_labels_and_ties(tmp_path):
+    table = pa.table(
+        {
+            "caption": ["a dog", "a cat", "a cow"],
+            "jpg_0": [
+                image_bytes((1, 1, 1), "JPEG"),
+                image_bytes((2, 2, 2), "PNG"),
+                image_bytes((3, 3, 3), "JPEG"),
+            ],
+            "jpg_1": [image_bytes((4, 4, 4), "JPEG")] * 3,
+            "label_0": [1.0, 0.0, 0.5],
+            "label_1": [0.0, 1.0, 0.5],
+            "user_id": [5, 6, 5],
+            "model_0": ["sdxl", "sd15", "sd21"],
+            "model_1": ["sd15", "sdxl", "sdxl"],
+            "ranking_id": [10, 11, 12],
+            "image_0_uid": ["i0", "i2", "i4"],
+            "image_1_uid": ["i1", "i3", "i5"],
+        }
+    )
+    pq.write_table(table, tmp_path / "train-00000-of-00001.parquet")
+    import_dataset("pickapic", tmp_path / "train-00000-of-00001.parquet", tmp_path / "ds")
+    dog, cat, cow = load_dataset(tmp_path / "ds").records
+    assert (dog.chosen, cat.chosen, cow.chosen, cow.ranks) == (0, 1, None, [0, 0])
+    assert cat.images[0].endswith("i2.png") and dog.images[0].endswith("i0.jpg")
+    assert dog.user == "5" and dog.meta["model_0"] == "sdxl" and dog.split == "train"
+    assert validate_dataset(tmp_path / "ds").ok
+
+
+def test_imagereward_rankings_with_ties(tmp_path):
+    (tmp_path / "images").mkdir()
+    rows = [
+        {"id": "q1", "prompt": "a ship", "generations": ["g0.png", "g1.png", "g2.png"], "ranking": [1, 1, 3]}
+    ]
+    for g in rows[0]["generations"]:
+        (tmp_path / "images" / g).write_bytes(image_bytes((7, 7, 7)))
+    (tmp_path / "validation.json").write_text(json.dumps(rows))
+    import_dataset("imagereward", tmp_path / "validation.json", tmp_path / "ds")
+    (rec,) = load_dataset(tmp_path / "ds").records
+    assert (rec.id, rec.ranks, rec.split, rec.chosen) == ("imagereward:q1", [1, 1, 3], "validation", None)
+    assert validate_dataset(tmp_path / "ds").ok
+
+
+def test_diffusiondb_groups_by_prompt(tmp_path):
+    (tmp_path / "part-000001").mkdir()
+    names = ["x1.png", "x2.png", "y1.png"]
+    for n in names:
+        (tmp_path / "part-000001" / n).write_bytes(image_bytes((5, 5, 5)))
+    pq.write_table(
+        pa.table(
+            {
+                "image_name": names,
+                "prompt": ["castle", "castle", "forest"],
+                "part_id": [1, 1, 1],
+                "seed": [1, 2, 3],
+                "step": [50, 50, 30],
+                "cfg": [7.0, 7.0, 9.0],
+                "sampler": [8, 8, 1],
+                "width": [512] * 3,
+                "height": [512] * 3,
+                "user_name": ["h1", "h1", "h2"],
+                "timestamp": pa.array([1, 2, 3], pa.timestamp("s")),
+                "image_nsfw": [0.1, 0.2, 0.9],
+                "prompt_nsfw": [0.0, 0.0, 0.1],
+            }
+        ),
+        tmp_path / "metadata.parquet",
+    )
+    import_dataset("diffusiondb", tmp_path, tmp_path / "ds")
+    castle, forest = load_dataset(tmp_path / "ds").records
+    assert (len(castle.images), castle.chosen, castle.ranks, castle.user) == (2, None, None, "h1")
+    assert castle.meta["seed"] == [1, 2] and forest.meta["image_nsfw"] == [0.9]
+    assert validate_dataset(tmp_path / "ds").ok
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content", "match"),
+    [
+        ("hpd-v1", "{not json", "malformed JSON at line 1"),
+        ("hpd-v1", json.dumps({"a": 1}), "expected a JSON list"),
+        ("hpd-v1", json.dumps([{"prompt": "x"}]), "lacks \\['human_preference', 'file_path'\\]"),
+        (
+            "imagereward",
+            json.dumps([{"prompt": "x", "generations": ["a"], "ranking": [1, 2]}]),
+            "2 ranks for 1",
+        ),
+    ],
+)
+def test_bad_input_names_the_file(tmp_path, fmt, content, match):
+    path = tmp_path / "preference_train.json"
+    path.write_text(content)
+    with pytest.raises(DatasetError, match=match) as info:
+        import_dataset(fmt, path, tmp_path / "ds")
+    assert "preference_train.json" in str(info.value)
+    assert not (tmp_path / "ds" / "records.parquet").exists(), "no half dataset"
+
+
+def test_invalid_utf8_and_wrong_format(tmp_path):
+    path = tmp_path / "preference_train.json"
+    path.write_bytes(b'[{"prompt": "caf\xe9"}]')
+    with pytest.raises(DatasetError, match="not UTF-8"):
+        import_dataset("hpd-v1", path, tmp_path / "ds")
+    (tmp_path / "x.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DatasetError, match="not a Parquet file"):
+        import_dataset("pickapic", tmp_path / "x.parquet", tmp_path / "ds")
+    pq.write_table(pa.table({"caption": ["x"]}), tmp_path / "y.parquet")
+    with pytest.raises(DatasetError, match="lacks columns"):
+        import_dataset("pickapic", tmp_path / "y.parquet", tmp_path / "ds")
+    with pytest.raises(DatasetError, match="unknown format"):
+        import_dataset("laion", tmp_path, tmp_path / "ds")
