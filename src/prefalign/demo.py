@@ -172,7 +172,13 @@ def step_evaluate(ctx: DemoContext) -> None:
     )
 
 
-STEPS: list[Callable[[DemoContext], None]] = [step_dataset, step_scorer, step_score, step_evaluate, step_train]
+STEPS: list[Callable[[DemoContext], None]] = [
+    step_dataset,
+    step_scorer,
+    step_score,
+    step_evaluate,
+    step_train,
+]
 
 
 def run_demo(out: str | Path, *, seed: int = 0) -> Path:
