@@ -10,5 +10,9 @@ def test_demo_writes_report_and_scores(tmp_path, capsys):
     assert main(["demo", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     assert "top-1 accuracy" in report and "random baseline" in report
+    assert (
+        "| after training |" in report
+        and (out / "models" / "tiny-hps-trained" / "training_log.jsonl").exists()
+    )
     rows = pq.read_table(out / "scores.parquet").to_pylist()
     assert len(rows) > 24 and all(r["score"] is not None for r in rows)

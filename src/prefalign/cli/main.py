@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "prefalign.cli.score",
     "prefalign.cli.convert",
     "prefalign.cli.data",
+    "prefalign.cli.train",
     "prefalign.cli.demo",
     "prefalign.cli.annotate",
     "prefalign.cli.eval",

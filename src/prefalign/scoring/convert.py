@@ -360,7 +360,7 @@ def save_model_dir(
         tokenizer.save_pretrained(tmp)
         if head is not None:
             save_file({k: v.contiguous() for k, v in head.state_dict().items()}, tmp / HEAD_FILE)
-            spec.head = {"type": "aesthetic-mlp", "file": HEAD_FILE, "dims": head.dims}
+            spec.head = {"type": head.head_type, "file": HEAD_FILE, "dims": head.dims}
         spec.save(tmp)
         _publish(tmp, out)
     except BaseException:

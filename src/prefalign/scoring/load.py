@@ -21,8 +21,8 @@ import torch
 
 from prefalign.data.images import Preprocess
 from prefalign.errors import PrefalignError
-from prefalign.scoring.heads import AestheticMLP
-from prefalign.scoring.model_format import HEAD_FILE, SCORE_KINDS, SPEC_FILE, ScorerSpec
+from prefalign.scoring.heads import HEADS, AestheticMLP
+from prefalign.scoring.model_format import HEAD_FILE, HEAD_KINDS, SCORE_KINDS, SPEC_FILE, ScorerSpec
 from prefalign.scoring.scorer import Scorer
 
 
@@ -114,7 +114,7 @@ def load_scorer(
         spec = _default_spec(source, model, hub_defaults)
     if kind_override:
         spec.kind = kind_override
-    head = _load_head(path, spec) if spec.kind == "aesthetic" else None
+    head = _load_head(path, spec) if spec.kind in HEAD_KINDS else None
     return Scorer(
         model,
         tokenizer,
@@ -179,14 +179,19 @@ def _preprocessor_config(source: str) -> dict | None:
         return None
 
 
-def _load_head(path: Path, spec: ScorerSpec) -> AestheticMLP:
+def _load_head(path: Path, spec: ScorerSpec) -> torch.nn.Module:
     from safetensors.torch import load_file
 
-    file = path / (spec.head or {}).get("file", HEAD_FILE)
+    head_spec = spec.head or {}
+    file = path / head_spec.get("file", HEAD_FILE)
     if not file.exists():
-        raise ScorerLoadError(f"{file}: the aesthetic head is missing")
+        raise ScorerLoadError(f"{file}: the {spec.kind} head is missing")
+    head_type = head_spec.get("type", "reward-mlp" if spec.kind == "reward" else AestheticMLP.head_type)
+    if head_type not in HEADS:
+        raise ScorerLoadError(f"{path}: unknown head type {head_type!r}; expected one of {sorted(HEADS)}")
+    cls = HEADS[head_type]
     state = load_file(file)
-    head = AestheticMLP(AestheticMLP.dims_from_state_dict(state))
+    head = cls(cls.dims_from_state_dict(state))
     head.load_state_dict(state)
     return head.eval()
 

@@ -4,9 +4,9 @@
 
     {
       "format_version": 1,
-      "kind": "hps",                       # hps | clip | pickscore | aesthetic
+      "kind": "hps",                       # hps | clip | pickscore | aesthetic | reward
       "preprocess": {"mode": "pad", "size": 224, "mean": [...], "std": [...]},
-      "head": null,                        # or {"type": "aesthetic-mlp", "file": "head.safetensors"}
+      "head": null,                        # or {"type": "aesthetic-mlp" | "reward-mlp", "file": "head.safetensors"}
       "provenance": {"converted_from": "hps-v2", "source": "HPS_v2_compressed.pt", ...}
     }
 """
@@ -33,8 +33,11 @@ SCORE_KINDS: dict[str, str] = {
     "clip": "cos(i, t)  (CLIP score, the scale of the HPS paper's 0.28)",
     "pickscore": "logit_scale.exp() * cos(i, t)  (PickScore)",
     "aesthetic": "MLP(i)  (LAION improved aesthetic predictor; the prompt is ignored)",
+    "reward": "sigmoid(MLP([i; t])) in (0, 1)  (Lee et al. reward model)",
 }
 TEXT_FREE_KINDS = frozenset({"aesthetic"})
+# Kinds whose score comes from a head saved beside the CLIP weights (HEAD_FILE).
+HEAD_KINDS = frozenset({"aesthetic", "reward"})
 
 
 class ModelFormatError(PrefalignError, ValueError):

@@ -22,7 +22,7 @@ from torch import nn
 
 from prefalign.data.images import ImageInput, ImageLoadError, Preprocess
 from prefalign.errors import PrefalignError
-from prefalign.scoring.model_format import TEXT_FREE_KINDS, ScorerSpec
+from prefalign.scoring.model_format import HEAD_KINDS, TEXT_FREE_KINDS, ScorerSpec
 from prefalign.scoring.vision import image_features
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Scorer:
         model: a Hugging Face ``CLIPModel`` in eval mode.
         tokenizer: its CLIP tokenizer.
         spec: the score kind, preprocessing and provenance (``prefalign.json``).
-        head: the score head for ``aesthetic`` models.
+        head: the score head for ``aesthetic`` and ``reward`` models.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         precision: ``"fp32"`` (default), ``"fp16"`` or ``"bf16"``. On CPUs without AMX bf16 runs
             about 2x slower than fp32.
@@ -92,8 +92,8 @@ class Scorer:
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-        if spec.kind == "aesthetic" and head is None:
-            raise ValueError("an aesthetic scorer needs its MLP head")
+        if spec.kind in HEAD_KINDS and head is None:
+            raise ValueError(f"a {spec.kind} scorer needs its MLP head")
         self.device = torch.device(device)
         self.dtype = PRECISIONS[precision]
         if self.device.type == "cpu" and precision != "fp32":
@@ -215,6 +215,8 @@ class Scorer:
         """Scores of aligned rows of normalised image and text embeddings (text broadcasts)."""
         if self.kind == "aesthetic":
             return self.head(image_embeds.to(self.device)).float()
+        if self.kind == "reward":
+            return self.head(image_embeds.to(self.device), text_embeds.to(self.device)).float()
         cos = (image_embeds.to(self.device) * text_embeds.to(self.device)).sum(-1)
         if self.kind == "hps":
             return 100.0 * cos

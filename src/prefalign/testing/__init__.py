@@ -12,7 +12,14 @@ from prefalign.testing.clip import (
     tiny_clip_tokenizer,
     write_tiny_tokenizer_files,
 )
-from prefalign.testing.images import BACKGROUNDS, COLOURS, SHAPES, draw_shape, make_choice_dataset
+from prefalign.testing.images import (
+    BACKGROUNDS,
+    COLOURS,
+    SHAPES,
+    draw_shape,
+    make_choice_dataset,
+    make_rating_dataset,
+)
 
 __all__ = [
     "BACKGROUNDS",
@@ -21,6 +28,7 @@ __all__ = [
     "TINY_WORDS",
     "draw_shape",
     "make_choice_dataset",
+    "make_rating_dataset",
     "save_tiny_clip",
     "tiny_clip_config",
     "tiny_clip_model",

@@ -81,3 +81,63 @@ def make_choice_dataset(
         )
     save_dataset(records, directory)
     return directory
+
+
+def make_rating_dataset(
+    directory: str | Path,
+    n_records: int,
+    *,
+    n_images: int | tuple[int, ...] = (2, 3, 4),
+    size: int = 64,
+    seed: int = 0,
+    mistakes: tuple[str, ...] = ("shape", "colour", "background"),
+    source: str = "synthetic-ratings",
+) -> Path:
+    """Write a dataset of binary labels (Lee et al.): an image is good when it shows its prompt.
+
+    Each prompt names a colour, a shape and a background ("a red circle on a white
+    background"). A good image (rating 1.0) shows exactly that; a bad one (rating 0.0) changes
+    one of ``mistakes`` (shape, colour, background), as a generator that missed part of the
+    prompt would. Every record has at least one good and one bad image.
+    """
+    directory = Path(directory)
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    sizes = n_images if isinstance(n_images, tuple) else (n_images,)
+    records = []
+    for r in range(n_records):
+        shape, colour, background = (
+            rng.choice(SHAPES),
+            rng.choice(list(COLOURS)),
+            rng.choice(list(BACKGROUNDS)),
+        )
+        n = max(2, rng.choice(sizes))
+        labels = [1.0, 0.0] + [float(rng.random() < 0.5) for _ in range(n - 2)]
+        rng.shuffle(labels)
+        paths = []
+        for i, label in enumerate(labels):
+            s, c, b = shape, colour, background
+            if label == 0.0:  # change one attribute of the prompt
+                which = rng.choice(mistakes)
+                if which == "shape":
+                    s = rng.choice([x for x in SHAPES if x != shape])
+                elif which == "colour":
+                    c = rng.choice([x for x in COLOURS if x != colour])
+                elif which == "background":
+                    b = next(x for x in BACKGROUNDS if x != background)
+                else:
+                    raise ValueError(f"unknown mistake {which!r}; expected shape, colour or background")
+            rel = f"images/{r:05d}_{i}.png"
+            draw_shape(s, c, b, size, jitter=rng.randint(-2, 2)).save(directory / rel)
+            paths.append(rel)
+        records.append(
+            Record(
+                id=f"{source}-{r}",
+                prompt=f"a {colour} {shape} on a {background} background",
+                images=paths,
+                ratings=labels,
+                source=source,
+            )
+        )
+    save_dataset(records, directory)
+    return directory
