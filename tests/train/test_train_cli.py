@@ -1,4 +1,4 @@
-"""``prefalign train scorer|reward`` and ``prefalign prompts compositional`` from the command line."""
+"""``prefalign train scorer|reward`` and ``prefalign data prompts compositional`` from the command line."""
 
 from __future__ import annotations
 
@@ -144,20 +144,35 @@ def test_prompts_compositional(tmp_path, capsys):
     from prefalign.train.prompts import CompositionalFamily, compositional_prompts
 
     total = len(list(compositional_prompts(CompositionalFamily())))
-    assert main(["prompts", "compositional", "--out", str(tmp_path / "p.txt")]) == 0
+    assert main(["data", "prompts", "compositional", "--out", str(tmp_path / "p.txt")]) == 0
     lines = (tmp_path / "p.txt").read_text().splitlines()
     assert len(lines) == total and "two green dogs in the forest" in lines
 
     assert (
-        main(["prompts", "compositional", "--categories", "count", "--out", str(tmp_path / "p.jsonl")]) == 0
+        main(
+            ["data", "prompts", "compositional", "--categories", "count", "--out", str(tmp_path / "p.jsonl")]
+        )
+        == 0
     )
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert rows and all(r["category"] == "count" and r["colour"] is None for r in rows)
 
     assert (
-        main(["prompts", "compositional", "--sample", "10", "--seed", "1", "--out", str(tmp_path / "p.csv")])
+        main(
+            [
+                "data",
+                "prompts",
+                "compositional",
+                "--sample",
+                "10",
+                "--seed",
+                "1",
+                "--out",
+                str(tmp_path / "p.csv"),
+            ]
+        )
         == 0
     )
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 11
-    assert main(["prompts", "compositional", "--out", str(tmp_path / "p.pdf")]) == 2
+    assert main(["data", "prompts", "compositional", "--out", str(tmp_path / "p.pdf")]) == 2
     capsys.readouterr()

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_export(data_sub)
     _register_split(data_sub)
     _register_validate(data_sub)
+    from prefalign.cli.train import register_prompts  # the prompt family belongs to the trainers
+
+    register_prompts(data_sub)
 
 
 def _register_from_discord(sub: argparse._SubParsersAction) -> None:

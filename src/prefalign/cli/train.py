@@ -1,4 +1,4 @@
-"""``prefalign train scorer|reward`` and ``prefalign prompts compositional``.
+"""``prefalign train scorer|reward`` and ``prefalign data prompts compositional``.
 
 The training options are generated from the config dataclasses (``PreferenceConfig``,
 ``RewardConfig``): one help text per field, and ``--config FILE.yaml`` sets any of them (options
@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_config_arguments(q, config_cls)
         q.set_defaults(func=run_train, config_cls=config_cls, kind=kind)
 
+
+def register_prompts(sub: argparse._SubParsersAction) -> None:
+    """``prompts compositional``: registered under ``prefalign data`` (see cli/data.py)."""
     prompts = sub.add_parser(
         "prompts",
         help="write prompt sets (the Lee et al. compositional family)",
@@ -74,9 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write the compositional prompt family of Lee et al.: each object with a count "
         "(one to six), a colour, a background, and all of them combined.",
         epilog="examples:\n"
-        "  prefalign prompts compositional --out prompts.txt\n"
-        "  prefalign prompts compositional --categories count colour --out prompts.jsonl\n"
-        "  prefalign prompts compositional --family my-family.yaml --sample 500 --out prompts.csv",
+        "  prefalign data prompts compositional --out prompts.txt\n"
+        "  prefalign data prompts compositional --categories count colour --out prompts.jsonl\n"
+        "  prefalign data prompts compositional --family my-family.yaml --sample 500 --out prompts.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument(
