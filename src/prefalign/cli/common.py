@@ -37,8 +37,8 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the image tower with inductor freezing (~20%% faster on CPU after a one-off "
-        "compile of 30-60 s; falls back to eager if it fails)",
+        help="torch.compile the image tower with inductor freezing (faster on some CPUs, not all: measure "
+        "with benchmarks/bench_score.py; a one-off compile of about a minute; falls back to eager if it fails)",
     )
 
 

@@ -68,8 +68,8 @@ class Scorer:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         precision: ``"fp32"`` (default), ``"fp16"`` or ``"bf16"``. On CPUs without AMX bf16 runs
             about 2x slower than fp32.
-        compile: compile the image tower with ``torch.compile`` and inductor freezing (about 20%
-            faster on CPU); falls back to eager with a warning if compilation fails.
+        compile: compile the image tower with ``torch.compile`` and inductor freezing (faster on
+            some CPUs, within noise on others); falls back to eager with a warning if it fails.
         name: how to refer to this scorer in reports.
 
     Example:
@@ -146,7 +146,7 @@ class Scorer:
             if self._image_fn is not run:  # fell back earlier
                 return self._image_features(pixel_values)
             try:
-                # Freezing folds the (constant) weights into the graph: ~20% faster on CPU.
+                # Freezing folds the (constant) weights into the graph, which lets inductor pre-pack them.
                 with inductor_config.patch(freezing=True), torch.no_grad():
                     return compiled(pixel_values)
             except Exception as exc:
