@@ -16,3 +16,10 @@ def test_demo_writes_report_and_scores(tmp_path, capsys):
     )
     rows = pq.read_table(out / "scores.parquet").to_pylist()
     assert len(rows) > 24 and all(r["score"] is not None for r in rows)
+
+
+def test_public_api_names_resolve():
+    import prefalign
+
+    for name in prefalign.__all__:
+        assert getattr(prefalign, name) is not None, name

@@ -27,6 +27,21 @@ _LAZY = {
     "Dataset": "prefalign.data",
     "load_image": "prefalign.data",
     "Preprocess": "prefalign.data",
+    # training
+    "PreferenceConfig": "prefalign.train",
+    "PreferenceTrainer": "prefalign.train",
+    "RewardConfig": "prefalign.train",
+    "RewardTrainer": "prefalign.train",
+    # evaluation
+    "preference_accuracy": "prefalign.evaluate",
+    "run_preference": "prefalign.evaluate",
+    "run_compare": "prefalign.evaluate",
+    # adaptation
+    "DEFAULT_IDENTIFIER": "prefalign.adapt",
+    "select_training_set": "prefalign.adapt",
+    "train_lora": "prefalign.adapt",
+    "train_reward_weighted": "prefalign.adapt",
+    "generate": "prefalign.adapt",
 }
 
 __all__ = ["__version__", *_LAZY]
