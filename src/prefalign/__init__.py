@@ -10,8 +10,7 @@ stays fast for the command line.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from prefalign._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -47,11 +46,4 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'prefalign' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -8,8 +8,7 @@ Names load on first use, so importing this room does not import diffusers.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from prefalign._lazy import lazy_attributes
 
 _LAZY = {
     "DEFAULT_IDENTIFIER": "prefalign.adapt.identifier",
@@ -42,11 +41,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'prefalign.adapt' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

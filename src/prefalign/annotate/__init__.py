@@ -14,8 +14,7 @@ FastAPI and SQLAlchemy load only when a name that needs them is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from prefalign._lazy import lazy_attributes
 
 # name -> module that defines it
 _LAZY = {
@@ -41,11 +40,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'prefalign.annotate' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

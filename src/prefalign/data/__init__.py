@@ -10,8 +10,7 @@ torch (which :mod:`prefalign.data.images` needs).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from prefalign._lazy import lazy_attributes
 
 # name -> module that defines it
 _LAZY = {
@@ -51,11 +50,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'prefalign.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

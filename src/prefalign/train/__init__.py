@@ -9,8 +9,7 @@ Each method is a Trainer/Config pair; both write a model directory in the prefal
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from prefalign._lazy import lazy_attributes
 
 _LAZY = {
     "TrainConfig": "prefalign.train.config",
@@ -32,11 +31,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'prefalign.train' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
