@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from prefalign.adapt.errors import AdaptError
+from prefalign.errors import first_line
 
 # What a diffusers Stable Diffusion directory must hold for training and generation.
 REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -89,9 +90,7 @@ def load_components(base: str | Path) -> SDComponents:
         tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
         noise_scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
     except (OSError, ValueError) as exc:
-        raise AdaptError(
-            f"{base}: cannot load the Stable Diffusion components ({_first_line(exc)})"
-        ) from None
+        raise AdaptError(f"{base}: cannot load the Stable Diffusion components ({first_line(exc)})") from None
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False).eval()
     return SDComponents(unet, vae, text_encoder, tokenizer, noise_scheduler)
@@ -112,7 +111,7 @@ def load_pipeline(base: str | Path, *, scheduler: str = "pndm", device: str = "c
             source, safety_checker=None, feature_extractor=None, requires_safety_checker=False
         )
     except (OSError, ValueError) as exc:
-        raise AdaptError(f"{base}: cannot load the Stable Diffusion pipeline ({_first_line(exc)})") from None
+        raise AdaptError(f"{base}: cannot load the Stable Diffusion pipeline ({first_line(exc)})") from None
     pipe.scheduler = schedulers[scheduler].from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
@@ -147,8 +146,3 @@ def images_to_latents(
         noise = torch.stack([torch.randn(shape, generator=g, dtype=dtype) for g in generators])
         latents = dist.mean + dist.std * noise.to(pixels.device)
     return latents * components.vae.config.scaling_factor
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -23,7 +23,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from prefalign.annotate.errors import NotFound, StudyError
 from prefalign.annotate.models import KINDS, SHUFFLE_RANGE, Study, Task
 from prefalign.annotate.paths import resolve_inside
 from prefalign.annotate.storage import DEFAULT_DB_FILE, Store
+from prefalign.files import write_json_atomic
 
 STUDY_FILE = "study.json"
 _shuffle = random.Random()
@@ -90,11 +90,7 @@ def read_study_config(study_dir: str | Path) -> StudyConfig:
 
 
 def _write_study_config(study_dir: Path, config: StudyConfig) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".study-", suffix=".json.tmp", dir=study_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(asdict(config), f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, study_dir / STUDY_FILE)
+    write_json_atomic(study_dir / STUDY_FILE, asdict(config), indent=2)
 
 
 def _task_rows(study_dir: Path, kind: str) -> list[dict]:

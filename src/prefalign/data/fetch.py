@@ -14,14 +14,10 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
-import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from prefalign.data.dataset import load_dataset, save_dataset
 from prefalign.data.grid import cut_grid, parse_cell_ref
+from prefalign.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -117,21 +114,6 @@ def download(url: str, *, timeout: float = 30.0, retries: int = 3, backoff: floa
     raise FetchFailed(f"{last} (after {retries + 1} tries)")
 
 
-def _write_atomic(path: Path, data: bytes | Callable[[io.BufferedWriter], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if isinstance(data, bytes):
-                fh.write(data)
-            else:
-                data(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _run_job(root: Path, job: _Job, timeout: float, retries: int) -> None:
     from prefalign.data.images import ImageLoadError, load_image
 
@@ -142,14 +124,16 @@ def _run_job(root: Path, job: _Job, timeout: float, retries: int) -> None:
         raise FetchFailed(f"does not decode as an image: {exc.reason}", permanent=True) from None
     targets = _targets(job)
     if job.whole:
-        _write_atomic(root / targets["whole"], data)
+        write_atomic(root / targets["whole"], data, suffix=".part")
     if job.cells:
         by_layout: dict[tuple[int, int], list] = {}
         for cell, (cols, rows) in job.cells.items():
             if (cols, rows) not in by_layout:
                 by_layout[(cols, rows)] = cut_grid(image, cols, rows)
             crop = by_layout[(cols, rows)][cell]
-            _write_atomic(root / targets[cell], lambda fh, crop=crop: crop.save(fh, format="PNG"))
+            write_atomic(
+                root / targets[cell], lambda fh, crop=crop: crop.save(fh, format="PNG"), suffix=".part"
+            )
 
 
 def fetch_images(

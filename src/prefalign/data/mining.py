@@ -26,8 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -53,6 +51,7 @@ from prefalign.data.dreambot import (
     url_key,
 )
 from prefalign.errors import PrefalignError
+from prefalign.files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -568,7 +567,7 @@ def from_discord(
             progress=progress,
         ):
             writer.write(record)
-    write_json_atomic(out / MINING_REPORT_FILE, report.to_dict())
+    write_json_atomic(out / MINING_REPORT_FILE, report.to_dict(), indent=2)
     if copy_media and report.choices:
         from prefalign.data.fetch import fetch_images
 
@@ -584,15 +583,3 @@ def read_mining_report(root: str | Path) -> MiningReport | None:
     if not path.is_file():
         return None
     return MiningReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

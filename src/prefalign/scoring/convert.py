@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from prefalign.data.images import Preprocess
-from prefalign.errors import PrefalignError
+from prefalign.errors import PrefalignError, first_line
 from prefalign.scoring.heads import AestheticMLP, expected_aesthetic_keys
 from prefalign.scoring.model_format import HEAD_FILE, SPEC_FILE, ScorerSpec
 
@@ -105,7 +105,7 @@ def read_state_dict(src: str | Path) -> dict[str, torch.Tensor]:
                     "prefalign never unpickles arbitrary code (torch.load(weights_only=True)). "
                     "Re-save its state dict with torch.save(model.state_dict(), path)."
                 ) from None
-            raise ConversionError(f"{src}: not a readable checkpoint ({_first_line(exc)})") from None
+            raise ConversionError(f"{src}: not a readable checkpoint ({first_line(exc)})") from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]
@@ -303,7 +303,7 @@ def load_tokenizer(source: str | Path):
         hint = (
             "" if path.exists() else " (offline? pass --tokenizer DIR with CLIP's vocab.json and merges.txt)"
         )
-        raise ConversionError(f"{source}: cannot load a CLIP tokenizer{hint}: {_first_line(exc)}") from None
+        raise ConversionError(f"{source}: cannot load a CLIP tokenizer{hint}: {first_line(exc)}") from None
 
 
 def _check_tokenizer(tokenizer, vocab_size: int, tokenizer_source: str) -> None:
@@ -491,7 +491,7 @@ def _aesthetic(src: Path, base: str | Path):
     try:
         head.load_state_dict({k: v.float() for k, v in state.items()})
     except RuntimeError as exc:
-        raise ConversionError(f"{src}: inconsistent layer shapes ({_first_line(exc)})") from None
+        raise ConversionError(f"{src}: inconsistent layer shapes ({first_line(exc)})") from None
     model, tok = _load_clip(str(base))
     if head.dims[0] != model.config.projection_dim:
         raise ConversionError(
@@ -499,11 +499,6 @@ def _aesthetic(src: Path, base: str | Path):
             f"{model.config.projection_dim}-dim ones (the LAION predictor needs CLIP ViT-L/14, 768)"
         )
     return model, tok, head
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 __all__ = ["FAMILIES", "SPEC_FILE", "ConversionError", "convert_checkpoint", "read_state_dict"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from prefalign.data.images import Preprocess
-from prefalign.errors import PrefalignError
+from prefalign.errors import PrefalignError, first_line
 from prefalign.scoring.heads import HEADS, AestheticMLP
 from prefalign.scoring.model_format import HEAD_FILE, HEAD_KINDS, SCORE_KINDS, SPEC_FILE, ScorerSpec
 from prefalign.scoring.scorer import Scorer
@@ -143,7 +143,7 @@ def _load_clip(source: str):
     try:
         config = CLIPConfig.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise ScorerLoadError(f"{source}: cannot read a CLIP config ({_first_line(exc)})") from None
+        raise ScorerLoadError(f"{source}: cannot read a CLIP config ({first_line(exc)})") from None
     if config.model_type != "clip":
         raise ScorerLoadError(f"{source}: model_type is {config.model_type!r}, not a CLIP model")
     try:
@@ -151,7 +151,7 @@ def _load_clip(source: str):
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise ScorerLoadError(
-            f"{source}: cannot load the CLIP model or tokenizer ({_first_line(exc)})"
+            f"{source}: cannot load the CLIP model or tokenizer ({first_line(exc)})"
         ) from None
     return model.eval(), tokenizer
 
@@ -194,7 +194,3 @@ def _load_head(path: Path, spec: ScorerSpec) -> torch.nn.Module:
     head = cls(cls.dims_from_state_dict(state))
     head.load_state_dict(state)
     return head.eval()
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -14,14 +14,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefalign.data.images import Preprocess
 from prefalign.errors import PrefalignError
+from prefalign.files import write_atomic
 
 SPEC_FILE = "prefalign.json"
 HEAD_FILE = "head.safetensors"
@@ -70,7 +69,7 @@ class ScorerSpec:
     def save(self, directory: str | Path) -> Path:
         """Write ``prefalign.json`` into ``directory`` atomically."""
         path = Path(directory) / SPEC_FILE
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        write_atomic(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
         return path
 
     @classmethod
@@ -97,15 +96,3 @@ class ScorerSpec:
             )
         except (TypeError, ValueError) as exc:
             raise ModelFormatError(f"{path}: {exc}") from None
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temporary sibling and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

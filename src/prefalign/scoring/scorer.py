@@ -175,19 +175,28 @@ class Scorer:
         return torch.cat(out) if out else torch.empty(0, self.model.config.projection_dim)
 
     def tokenize(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Tokenise to at most the context length (77), warning once per truncated prompt."""
-        full = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-        for prompt, ids in zip(prompts, full):
-            if len(ids) > self.context_length and prompt not in self._warned_truncation:
-                self._warned_truncation.add(prompt)
-                warnings.warn(
-                    f"prompt of {len(ids)} tokens truncated to {self.context_length}: {prompt[:60]!r}...",
-                    stacklevel=3,
-                )
-        enc = self.tokenizer(
-            list(prompts), padding=True, truncation=True, max_length=self.context_length, return_tensors="pt"
-        )
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        """Tokenise to at most the context length (77), warning once per truncated prompt.
+
+        Each prompt is tokenised once; an overlong one keeps its first ``context_length - 1``
+        tokens and its end-of-text token, as OpenAI's ``tokenize(truncate=True)`` and the
+        tokenizer's own truncation do.
+        """
+        rows = []
+        for prompt, ids in zip(prompts, self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]):
+            if len(ids) > self.context_length:
+                if prompt not in self._warned_truncation:
+                    self._warned_truncation.add(prompt)
+                    warnings.warn(
+                        f"prompt of {len(ids)} tokens truncated to {self.context_length}: {prompt[:60]!r}...",
+                        stacklevel=3,
+                    )
+                ids = [*ids[: self.context_length - 1], ids[-1]]
+            rows.append(ids)
+        width = max(len(ids) for ids in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in rows])
+        attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in rows])
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     @torch.inference_mode()
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:

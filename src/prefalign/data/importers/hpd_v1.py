@@ -12,10 +12,7 @@ included, is kept in the record's meta, so that export writes back exactly what 
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from prefalign.data.importers.common import (
     read_json,
     split_from_name,
 )
+from prefalign.files import write_json_atomic
 
 FORMAT = "hpd-v1"
 FILES = {"train": "preference_train.json", "test": "preference_test.json"}
@@ -139,17 +137,6 @@ def write(dataset: Dataset, out: Path) -> dict[str, int]:
         items[name].append(item)
     for name, rows in items.items():
         if rows or name == FILES["train"]:
-            _write_json(out / name, rows)
+            write_json_atomic(out / name, rows)
             counts[name] = len(rows)
     return counts
-
-
-def _write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
