@@ -10,6 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+# Stable Diffusion's own defaults, which HPS and Lee et al. generate with.
+DEFAULT_STEPS = 50
+DEFAULT_GUIDANCE = 7.5
+DEFAULT_SCHEDULER = "pndm"
+
 TRAIN_TARGETS = ("lora", "unet")
 
 

@@ -18,6 +18,7 @@ import torch
 
 from prefalign.adapt.adapter import load_adapter
 from prefalign.adapt.base_model import load_pipeline
+from prefalign.adapt.config import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 from prefalign.adapt.errors import AdaptError
 from prefalign.adapt.identifier import negative_prompt_for
 from prefalign.adapt.rewards import RewardFn
@@ -25,11 +26,6 @@ from prefalign.data.dataset import DatasetWriter, Record
 from prefalign.scoring.distributed import process_group
 
 logger = logging.getLogger(__name__)
-
-# Stable Diffusion's own defaults, which HPS and Lee et al. generate with.
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE = 7.5
-DEFAULT_SCHEDULER = "pndm"
 
 
 @dataclass

@@ -6,8 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from prefalign.scoring.convert import FAMILIES
-    from prefalign.scoring.model_format import SCORE_KINDS
+    from prefalign.scoring.catalog import FAMILIES, SCORE_KINDS
 
     p = sub.add_parser(
         "convert",

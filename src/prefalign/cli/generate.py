@@ -29,7 +29,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from prefalign.adapt.generate import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+    from prefalign.adapt.config import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 
     p = sub.add_parser(
         "generate",

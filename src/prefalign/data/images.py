@@ -16,14 +16,14 @@ offsets) follows the originals so that scores match them exactly.
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from prefalign.errors import PrefalignError
@@ -38,7 +38,19 @@ DEFAULT_MAX_PIXELS = 89_478_485
 
 PREPROCESS_MODES = ("pad", "center-crop")
 
-ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray | bytes
+# torch loads only when a tensor is made: dataset tools, the annotation app and the command line
+# use this module without paying torch's import time.
+if TYPE_CHECKING:
+    import torch
+
+    ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray | bytes
+else:
+    ImageInput = Any
+
+
+def _is_tensor(obj: Any) -> bool:
+    torch = sys.modules.get("torch")  # if torch was never imported, obj cannot be a tensor
+    return torch is not None and isinstance(obj, torch.Tensor)
 
 
 class ImageLoadError(PrefalignError, ValueError):
@@ -69,7 +81,7 @@ def load_image(src: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
     name = _describe(src)
     if isinstance(src, Image.Image):
         img = src
-    elif isinstance(src, (torch.Tensor, np.ndarray)):
+    elif isinstance(src, np.ndarray) or _is_tensor(src):
         return _array_to_pil(src, name)
     else:
         if isinstance(src, bytes):
@@ -141,7 +153,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _array_to_pil(arr: torch.Tensor | np.ndarray, name: str) -> Image.Image:
-    a = arr.detach().cpu().numpy() if isinstance(arr, torch.Tensor) else np.asarray(arr)
+    a = arr.detach().cpu().numpy() if _is_tensor(arr) else np.asarray(arr)
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
         a = np.transpose(a, (1, 2, 0))
     if a.ndim == 3 and a.shape[-1] == 1:
@@ -185,6 +197,8 @@ class Preprocess:
         """Normalise a ``size`` x ``size`` RGB image into a float32 ``(3, size, size)`` tensor."""
         arr = np.asarray(img, dtype=np.float32) / 255.0
         arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
     def __call__(self, src: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
@@ -193,6 +207,8 @@ class Preprocess:
 
     def batch(self, sources: Sequence[ImageInput]) -> torch.Tensor:
         """Preprocess several images into a ``(n, 3, size, size)`` tensor."""
+        import torch
+
         return torch.stack([self(s) for s in sources])
 
 

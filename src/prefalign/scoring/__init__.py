@@ -1,21 +1,27 @@
-"""Scorers: the model format, loading, conversion of foreign checkpoints, score heads."""
+"""Scorers: the model format, loading, conversion of foreign checkpoints, score heads.
 
-from prefalign.scoring.convert import FAMILIES, ConversionError, convert_checkpoint
-from prefalign.scoring.load import ScorerLoadError, list_scorers, load_scorer
-from prefalign.scoring.model_format import SCORE_KINDS, ModelFormatError, ScorerSpec
-from prefalign.scoring.scorer import ScoreFailure, Scorer, ScoreResult
+Names load on first use, so the command line can read the catalog without importing torch.
+"""
 
-__all__ = [
-    "FAMILIES",
-    "SCORE_KINDS",
-    "ConversionError",
-    "ModelFormatError",
-    "ScoreFailure",
-    "ScoreResult",
-    "Scorer",
-    "ScorerLoadError",
-    "ScorerSpec",
-    "convert_checkpoint",
-    "list_scorers",
-    "load_scorer",
-]
+from __future__ import annotations
+
+from prefalign._lazy import lazy_attributes
+
+_LAZY = {
+    "FAMILIES": "prefalign.scoring.catalog",
+    "SCORE_KINDS": "prefalign.scoring.catalog",
+    "ConversionError": "prefalign.scoring.convert",
+    "convert_checkpoint": "prefalign.scoring.convert",
+    "ScorerLoadError": "prefalign.scoring.load",
+    "list_scorers": "prefalign.scoring.load",
+    "load_scorer": "prefalign.scoring.load",
+    "ModelFormatError": "prefalign.scoring.model_format",
+    "ScorerSpec": "prefalign.scoring.model_format",
+    "ScoreFailure": "prefalign.scoring.scorer",
+    "Scorer": "prefalign.scoring.scorer",
+    "ScoreResult": "prefalign.scoring.scorer",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -31,6 +31,7 @@ import torch
 
 from prefalign.data.images import Preprocess
 from prefalign.errors import PrefalignError, first_line
+from prefalign.scoring.catalog import FAMILIES
 from prefalign.scoring.heads import AestheticMLP, expected_aesthetic_keys
 from prefalign.scoring.model_format import HEAD_FILE, SPEC_FILE, ScorerSpec
 
@@ -40,21 +41,6 @@ logger = logging.getLogger(__name__)
 class ConversionError(PrefalignError, ValueError):
     """A checkpoint that cannot be converted, naming the file and what is wrong with it."""
 
-
-# family -> (layout, score kind, preprocessing mode, activation, default tokenizer).
-# HPS v1 scores with the preprocessing of its released code (tgxs002/align_sd: the README and
-# evaluate_hps.py use clip.load("ViT-L/14")'s Resize + CenterCrop), although the paper padded
-# images for training; HPS v2's released code pads (ResizeMaxSize).
-FAMILIES: dict[str, tuple[str, str, str, str, str]] = {
-    "hps-v1": ("openai", "hps", "center-crop", "quick_gelu", "openai/clip-vit-large-patch14"),
-    "openai-clip": ("openai", "clip", "center-crop", "quick_gelu", "openai/clip-vit-large-patch14"),
-    "hps-v2": ("openai", "hps", "pad", "gelu", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
-    "hps-v2.1": ("openai", "hps", "pad", "gelu", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
-    "open-clip": ("openai", "clip", "center-crop", "gelu", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
-    "aesthetic": ("aesthetic", "aesthetic", "center-crop", "", ""),
-    "pickscore": ("hf", "pickscore", "center-crop", "", ""),
-    "hf-clip": ("hf", "clip", "center-crop", "", ""),
-}
 
 # open_clip towers whose heads are wider than 64: width -> heads (ViT-H-14, ViT-g-14, ViT-bigG-14).
 OPEN_CLIP_VISION_HEADS = {1280: 16, 1408: 16, 1664: 16}

@@ -21,22 +21,11 @@ from typing import Any
 from prefalign.data.images import Preprocess
 from prefalign.errors import PrefalignError
 from prefalign.files import write_atomic
+from prefalign.scoring.catalog import HEAD_KINDS, SCORE_KINDS, TEXT_FREE_KINDS  # noqa: F401  (re-exported)
 
 SPEC_FILE = "prefalign.json"
 HEAD_FILE = "head.safetensors"
 FORMAT_VERSION = 1
-
-# What each kind computes from L2-normalised image and text embeddings i, t.
-SCORE_KINDS: dict[str, str] = {
-    "hps": "100 * cos(i, t)  (Human Preference Score)",
-    "clip": "cos(i, t)  (CLIP score, the scale of the HPS paper's 0.28)",
-    "pickscore": "logit_scale.exp() * cos(i, t)  (PickScore)",
-    "aesthetic": "MLP(i)  (LAION improved aesthetic predictor; the prompt is ignored)",
-    "reward": "sigmoid(MLP([i; t])) in (0, 1)  (Lee et al. reward model)",
-}
-TEXT_FREE_KINDS = frozenset({"aesthetic"})
-# Kinds whose score comes from a head saved beside the CLIP weights (HEAD_FILE).
-HEAD_KINDS = frozenset({"aesthetic", "reward"})
 
 
 class ModelFormatError(PrefalignError, ValueError):

@@ -1,0 +1,29 @@
+"""What scorers and conversions exist, as plain data: importable without torch, so the command
+line can list them in ``--help`` at once."""
+
+# What each kind computes from L2-normalised image and text embeddings i, t.
+SCORE_KINDS: dict[str, str] = {
+    "hps": "100 * cos(i, t)  (Human Preference Score)",
+    "clip": "cos(i, t)  (CLIP score, the scale of the HPS paper's 0.28)",
+    "pickscore": "logit_scale.exp() * cos(i, t)  (PickScore)",
+    "aesthetic": "MLP(i)  (LAION improved aesthetic predictor; the prompt is ignored)",
+    "reward": "sigmoid(MLP([i; t])) in (0, 1)  (Lee et al. reward model)",
+}
+TEXT_FREE_KINDS = frozenset({"aesthetic"})
+# Kinds whose score comes from a head saved beside the CLIP weights (HEAD_FILE).
+HEAD_KINDS = frozenset({"aesthetic", "reward"})
+
+# family -> (layout, score kind, preprocessing mode, activation, default tokenizer).
+# HPS v1 scores with the preprocessing of its released code (tgxs002/align_sd: the README and
+# evaluate_hps.py use clip.load("ViT-L/14")'s Resize + CenterCrop), although the paper padded
+# images for training; HPS v2's released code pads (ResizeMaxSize).
+FAMILIES: dict[str, tuple[str, str, str, str, str]] = {
+    "hps-v1": ("openai", "hps", "center-crop", "quick_gelu", "openai/clip-vit-large-patch14"),
+    "openai-clip": ("openai", "clip", "center-crop", "quick_gelu", "openai/clip-vit-large-patch14"),
+    "hps-v2": ("openai", "hps", "pad", "gelu", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
+    "hps-v2.1": ("openai", "hps", "pad", "gelu", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
+    "open-clip": ("openai", "clip", "center-crop", "gelu", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
+    "aesthetic": ("aesthetic", "aesthetic", "center-crop", "", ""),
+    "pickscore": ("hf", "pickscore", "center-crop", "", ""),
+    "hf-clip": ("hf", "clip", "center-crop", "", ""),
+}
