@@ -69,6 +69,12 @@ def _register_from_discord(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave images of --media exports as file:// URLs instead of copying them into DIR",
     )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="exit 0 even if local images of --media exports are missing (their records keep file:// "
+        "URLs; counted per reason in the report). Default: such a run exits 2",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_from_discord)
 
@@ -87,6 +93,7 @@ def run_from_discord(args: argparse.Namespace) -> int:
         copy_media=not args.no_copy_media,
         progress=not args.no_progress,
         strict=False,
+        allow_missing=args.allow_missing,
     )
     print(
         f"{report.choices:,} choices from {report.messages:,} messages "
@@ -94,6 +101,11 @@ def run_from_discord(args: argparse.Namespace) -> int:
     )
     for reason, count in report.skipped.most_common():
         print(f"  skipped {count:>7,}  {reason}")
+    if report.unknown_types:
+        kinds = ", ".join(f"{k}: {v:,}" for k, v in report.unknown_types.most_common())
+        print(f"  read by content: message types the exporter does not name ({kinds})")
+    for reason, count in report.missing_media.most_common():
+        print(f"  missing {count:>7,}  local image files: {reason}", file=sys.stderr)
     for err in report.errors:
         print(f"error: {err}", file=sys.stderr)
     if report.errors:
