@@ -140,6 +140,27 @@ def test_hpd_v2_pairs_ties_and_rankings(tmp_path):
     assert (b.chosen, b.ranks) == (None, [0, 0])
     assert (c.ranks, c.split, len(c.meta["raw_annotations"])) == ([2, 1, 3], "test", 2)
     assert validate_dataset(tmp_path / "ds").ok
+    # the train pair's annotator is the record's user; the test ranking keeps each annotator's hash
+    assert (a.user, "user_hash" in a.meta, b.user) == ("u", False, None)
+    assert c.user is None and [r["user_hash"] for r in c.meta["raw_annotations"]] == ["h1", "h2"]
+
+
+def test_split_by_user_refuses_records_without_a_user(tmp_path, capsys):
+    from prefalign.cli.main import main
+
+    records = [
+        Record(id=f"r{i}", prompt=f"p{i}", images=["a.png"], user=None if i < 3 else "u") for i in range(8)
+    ]
+    save_dataset(records, tmp_path / "ds", check_images="off")
+    before = (tmp_path / "ds/records.parquet").read_bytes()
+    with pytest.raises(DatasetError, match="3 of 8 records have no user"):
+        from prefalign.data.split import split_dataset
+
+        split_dataset(tmp_path / "ds", 2, by="user")
+    assert main(["data", "split", str(tmp_path / "ds"), "--test-size", "2", "--by", "user"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 of 8 records have no user" in err[0] and "--by prompt" in err[0]
+    assert (tmp_path / "ds/records.parquet").read_bytes() == before  # nothing rewritten
 
 
 def test_pickapic_bytes_labels_and_ties(tmp_path):

@@ -265,7 +265,11 @@ def _register_split(sub: argparse._SubParsersAction) -> None:
         help="test records: a count, or a fraction if < 1",
     )
     p.add_argument(
-        "--by", choices=("prompt", "user"), default="prompt", help="what may not cross (default: prompt)"
+        "--by",
+        choices=("prompt", "user"),
+        default="prompt",
+        help="what may not cross (default: prompt, ours); `user` refuses (exit 2) a dataset where some "
+        "records have no user",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
     p.add_argument("--out", "-o", metavar="DIR", help="write the split dataset here instead")

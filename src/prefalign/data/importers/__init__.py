@@ -53,7 +53,7 @@ def import_dataset(fmt: str, src: str | Path, out: str | Path, *, images: str = 
     module = importlib.import_module(IMPORT_FORMATS[fmt])
     report = ImportReport()
     placer = ImagePlacer(out, images, report)
-    with DatasetWriter(out) as writer:
+    with DatasetWriter(out, check_images="off") as writer:  # the placer counts missing images
         for record in module.read(src, placer):
             writer.write(record)
             report.records += 1
