@@ -192,6 +192,76 @@ def test_pickapic_bytes_labels_and_ties(tmp_path):
     assert validate_dataset(tmp_path / "ds").ok
 
 
+def _pickapic_shard(path: Path, labels, has_label, are_different) -> Path:
+    n = len(labels)
+    table = pa.table(
+        {
+            "are_different": are_different,
+            "best_image_uid": [""] * n,
+            "caption": [f"prompt {i}" for i in range(n)],
+            "created_at": [f"2023-0{1 + i % 9}-01" for i in range(n)],
+            "has_label": has_label,
+            "image_0_uid": [f"u{i}a" for i in range(n)],
+            "image_1_uid": [f"u{i}b" for i in range(n)],
+            "jpg_0": [image_bytes((i, 1, 1), "JPEG") for i in range(n)],
+            "jpg_1": [image_bytes((i, 2, 2), "JPEG") for i in range(n)],
+            "label_0": [a for a, _ in labels],
+            "label_1": [b for _, b in labels],
+            "model_0": ["sdxl"] * n,
+            "model_1": ["sd15"] * n,
+            "ranking_id": list(range(100, 100 + n)),
+            "user_id": [7] * n,
+            "num_example_per_prompt": [1] * n,
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def test_pickapic_skips_unlabelled_and_identical_rows(tmp_path, capsys):
+    """has_label = False rows are no judgement (not ties); are_different = False is one image twice."""
+    shard = _pickapic_shard(
+        tmp_path / "validation_unique-00000-of-00001.parquet",
+        labels=[(1.0, 0.0), (0.0, 0.0), (0.5, 0.5), (0.0, 1.0), (0.5, 0.5), (0.0, 0.0)],
+        has_label=[True, False, True, True, True, False],
+        are_different=[True, True, True, False, True, False],
+    )
+    report = import_dataset("pickapic", shard, tmp_path / "ds")
+    recs = load_dataset(tmp_path / "ds").records
+    assert [(r.id, r.chosen, r.ranks) for r in recs] == [
+        ("pickapic:100", 0, None),
+        ("pickapic:102", None, [0, 0]),
+        ("pickapic:104", None, [0, 0]),
+    ]
+    assert report.skipped == {
+        "has_label = False: no human judgement": 2,
+        "are_different = False: the same image twice": 1,
+    }
+    assert recs[0].split == "validation"
+    # --keep-unlabeled keeps them with no label at all (not a tie)
+    import_dataset("pickapic", shard, tmp_path / "all", keep_unlabeled=True, keep_identical=True)
+    kept = {r.id: (r.chosen, r.ranks) for r in load_dataset(tmp_path / "all")}
+    assert len(kept) == 6 and kept["pickapic:101"] == (None, None) and kept["pickapic:103"] == (1, None)
+    # the command line prints the counts
+    from prefalign.cli.main import main
+
+    assert main(["data", "import", "pickapic", str(shard), "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "3 records" in out and "skipped       2  has_label = False" in out
+
+
+def test_pickapic_invalid_labels_name_the_row(tmp_path):
+    shard = _pickapic_shard(
+        tmp_path / "train-00000-of-00002.parquet",
+        labels=[(1.0, 0.0), (0.0, 0.0)],
+        has_label=[True, True],
+        are_different=[True, True],
+    )
+    with pytest.raises(DatasetError, match=r"train-00000-of-00002.parquet: row 1: labels .*\(0.0, 0.0\)"):
+        import_dataset("pickapic", shard, tmp_path / "ds")
+    assert not (tmp_path / "ds" / "records.parquet").exists()
+
+
 def test_imagereward_rankings_with_ties(tmp_path):
     (tmp_path / "images").mkdir()
     rows = [

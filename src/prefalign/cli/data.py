@@ -201,14 +201,35 @@ def _register_import(sub: argparse._SubParsersAction) -> None:
         help="how images get into DIR: link (hard link, else copy; default), copy, symlink, "
         "or reference (keep absolute paths to SRC)",
     )
+    p.add_argument(
+        "--keep-unlabeled",
+        action="store_true",
+        help="pickapic: keep has_label = False rows as records with no label (default: skip and count "
+        "them; PickScore's trainer drops them from its evaluation splits)",
+    )
+    p.add_argument(
+        "--keep-identical",
+        action="store_true",
+        help="pickapic: keep are_different = False rows, the same image twice (default: skip and count, "
+        "ours: no preference can exist between an image and itself)",
+    )
     p.set_defaults(func=run_import)
 
 
 def run_import(args: argparse.Namespace) -> int:
     from prefalign.data.importers import import_dataset
 
-    report = import_dataset(args.format, args.src, args.out, images=args.images)
+    report = import_dataset(
+        args.format,
+        args.src,
+        args.out,
+        images=args.images,
+        keep_unlabeled=args.keep_unlabeled,
+        keep_identical=args.keep_identical,
+    )
     print(f"{report.records:,} records, {report.images:,} images -> {args.out}")
+    for reason, count in sorted(report.skipped.items(), key=lambda kv: -kv[1]):
+        print(f"  skipped {count:>7,}  {reason}")
     if report.missing_images:
         print(
             f"warning: {len(report.missing_images):,} images not found, e.g. {report.missing_images[0]} "
