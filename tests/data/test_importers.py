@@ -276,6 +276,92 @@ def test_imagereward_rankings_with_ties(tmp_path):
     assert validate_dataset(tmp_path / "ds").ok
 
 
+def write_imagerewarddb(root: Path) -> list[dict]:
+    """ImageRewardDB as published: metadata-<split>.parquet at the root, one row per image, and
+    the extracted shards images/<split>/<split>_<k>/ holding the images and <split>_<k>.json."""
+    root.mkdir(parents=True)
+    rows = []
+    for split, shard, pid, prompt, ranks, overall in (
+        ("train", 1, "000864-0061", "a castle on a cliff, 城", [1, 3, 1, 2], [6.0, 2.0, 6.0, 4.0]),
+        ("train", 2, "001123-0007", "a red bicycle", [2, 1], [3.0, 5.0]),
+        ("validation", 1, "004000-0001", "an owl", [1, 2, 3], [7.0, 5.0, 1.0]),
+    ):
+        for k, (rank, rating) in enumerate(zip(ranks, overall, strict=True)):
+            rows.append(
+                {
+                    "image_path": f"images/{split}/{split}_{shard}/{pid}-{k}.webp",
+                    "prompt_id": pid,
+                    "prompt": prompt,
+                    "classification": "Outdoor Scenes",
+                    "image_amount_in_total": len(ranks),
+                    "rank": rank,
+                    "overall_rating": rating,
+                    "image_text_alignment_rating": rating - 1,
+                    "fidelity_rating": rating + 1,
+                }
+            )
+    for split in ("train", "validation"):
+        split_rows = [r for r in rows if r["image_path"].startswith(f"images/{split}/")]
+        pq.write_table(pa.Table.from_pylist(split_rows), root / f"metadata-{split}.parquet")
+        for shard in {r["image_path"].split("/")[2] for r in split_rows}:
+            shard_rows = [r for r in split_rows if r["image_path"].split("/")[2] == shard]
+            folder = root / "images" / split / shard
+            folder.mkdir(parents=True)
+            (folder / f"{shard}.json").write_text(json.dumps(shard_rows), encoding="utf-8")
+            for r in shard_rows:
+                (root / r["image_path"]).write_bytes(image_bytes((r["rank"] * 30, 5, 5), "WEBP"))
+    return rows
+
+
+IRDB_EXPECTED = {
+    "imagereward:000864-0061": ("a castle on a cliff, 城", [1, 3, 1, 2], [6.0, 2.0, 6.0, 4.0], "train"),
+    "imagereward:001123-0007": ("a red bicycle", [2, 1], [3.0, 5.0], "train"),
+    "imagereward:004000-0001": ("an owl", [1, 2, 3], [7.0, 5.0, 1.0], "validation"),
+}
+
+
+@pytest.mark.parametrize("layout", ["directory", "parquet", "json-shards", "images-folder"])
+def test_imagerewarddb_as_published(tmp_path, layout):
+    """One row per image, grouped by prompt_id: ranks with ties, overall rating, the others in meta."""
+    write_imagerewarddb(tmp_path / "db")
+    if layout == "directory":  # both Parquet and JSON shards: the rows are read once
+        sources = [tmp_path / "db"]
+    elif layout == "parquet":
+        sources = [tmp_path / "db/metadata-train.parquet", tmp_path / "db/metadata-validation.parquet"]
+    elif layout == "json-shards":
+        sources = sorted((tmp_path / "db/images").rglob("*.json"))
+    else:  # the images/ folder alone: its shards, grouped by prompt across shards of a split
+        sources = [tmp_path / "db/images"]
+    got = {}
+    for n, src in enumerate(sources):
+        report = import_dataset("imagereward", src, tmp_path / f"ds{n}")
+        assert not report.missing_images
+        for rec in load_dataset(tmp_path / f"ds{n}"):
+            got[rec.id] = rec
+            assert validate_dataset(tmp_path / f"ds{n}").ok
+    assert {k: (r.prompt, r.ranks, r.ratings, r.split) for k, r in got.items()} == IRDB_EXPECTED
+    castle = got["imagereward:000864-0061"]
+    assert castle.meta["fidelity_rating"] == [7.0, 3.0, 7.0, 5.0]
+    assert castle.meta["image_text_alignment_rating"] == [5.0, 1.0, 5.0, 3.0]
+    assert (castle.meta["classification"], castle.meta["image_amount_in_total"]) == ("Outdoor Scenes", 4)
+    assert castle.chosen is None and castle.images[3].endswith("000864-0061-3.webp")
+
+
+def test_imagerewarddb_wrong_files_say_what_they_are(tmp_path):
+    pq.write_table(pa.table({"caption": ["x"], "jpg_0": [b"x"]}), tmp_path / "metadata-train.parquet")
+    with pytest.raises(
+        DatasetError, match=r"metadata-train.parquet: a Parquet file with columns .*expected ImageRewardDB"
+    ):
+        import_dataset("imagereward", tmp_path / "metadata-train.parquet", tmp_path / "ds")
+    (tmp_path / "x.json").write_text(json.dumps([{"caption": "x"}]))
+    with pytest.raises(DatasetError, match=r"x.json: a JSON list whose first item has keys \['caption'\]"):
+        import_dataset("imagereward", tmp_path / "x.json", tmp_path / "ds")
+    (tmp_path / "train_1.zip").write_bytes(b"PK\x03\x04" + bytes(40))
+    with pytest.raises(DatasetError, match=r"train_1\.zip: a zip archive; extract it"):
+        import_dataset("imagereward", tmp_path / "train_1.zip", tmp_path / "ds")
+    assert not (tmp_path / "ds" / "records.parquet").exists()
+
+
 def test_diffusiondb_groups_by_prompt(tmp_path):
     (tmp_path / "part-000001").mkdir()
     names = ["x1.png", "x2.png", "y1.png"]

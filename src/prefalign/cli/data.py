@@ -183,8 +183,10 @@ def _register_import(sub: argparse._SubParsersAction) -> None:
         description="Read a public set in its original layout and write a prefalign dataset:\n"
         "  hpd-v1       preference_train.json / preference_test.json + preference_images/\n"
         "  hpd-v2       train.json (pairs) / test.json (rankings) + train/ test/\n"
-        "  pickapic     Parquet shards with the images embedded (jpg_0, jpg_1)\n"
-        "  imagereward  JSON with generations and rankings (ties allowed)\n"
+        "  pickapic     Parquet shards with the images embedded (jpg_0, jpg_1); unlabelled and\n"
+        "               identical-image rows skipped and counted\n"
+        "  imagereward  ImageRewardDB (metadata-<split>.parquet or <split>_<k>.json, one row per image,\n"
+        "               grouped by prompt_id) or the ImageReward repo's JSON with generations and rankings\n"
         "  diffusiondb  metadata.parquet + part-NNNNNN/ (unlabelled, one record per prompt)",
         epilog="example:\n  prefalign data import hpd-v1 ~/HPD --out hpd-v1",
         formatter_class=_RAW,
