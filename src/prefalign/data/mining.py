@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from prefalign.data.dataset import DatasetWriter, Record, load_dataset
+from prefalign.data.dataset import DatasetWriter, Record
 from prefalign.data.discord import (
     SYSTEM_KINDS,
     USER_KINDS,
@@ -52,7 +52,6 @@ from prefalign.data.dreambot import (
     is_image_attachment,
     url_key,
 )
-from prefalign.data.grid import parse_cell_ref
 from prefalign.errors import PrefalignError
 from prefalign.files import write_json_atomic
 
@@ -75,6 +74,7 @@ class MiningReport:
     skipped: Counter[str] = field(default_factory=Counter)
     ignored_messages: Counter[str] = field(default_factory=Counter)
     unknown_types: Counter[str] = field(default_factory=Counter)  # read like any message, counted
+    local_images: int = 0  # attachments of --media exports read as local files
     missing_media: Counter[str] = field(default_factory=Counter)  # reason -> local files not copied
     errors: list[str] = field(default_factory=list)
 
@@ -416,6 +416,7 @@ class _ChannelMiner:
         url = str(attachment.get("url") or "")
         if "://" in url:
             return url
+        self.report.local_images += 1
         candidates = local_media_candidates(url, self.export_dir)
         found = next((c for c in candidates if c.is_file()), candidates[0])
         return found.resolve().as_uri()
@@ -623,7 +624,9 @@ def from_discord(
         from prefalign.data.fetch import fetch_images
 
         failed = fetch_images(out, schemes=("file",), progress=progress).failed
-    report.missing_media = _missing_media(out, failed) if report.choices else Counter()
+    report.missing_media = (
+        _missing_media(out, failed) if report.choices and report.local_images else Counter()
+    )
     if report.missing_media and not allow_missing:
         n = sum(report.missing_media.values())
         reasons = ", ".join(f"{reason}: {count}" for reason, count in report.missing_media.most_common())
@@ -640,6 +643,9 @@ def from_discord(
 
 def _missing_media(out: Path, failed: dict[str, str]) -> Counter[str]:
     """Local (file://) images the records still name that are not in the dataset, by reason."""
+    from prefalign.data.dataset import load_dataset
+    from prefalign.data.grid import parse_cell_ref  # imports PIL: only for --media exports
+
     counts: Counter[str] = Counter()
     seen: set[str] = set()
     for rec in load_dataset(out):
