@@ -242,6 +242,15 @@ def test_pickapic_skips_unlabelled_and_identical_rows(tmp_path, capsys):
     import_dataset("pickapic", shard, tmp_path / "all", keep_unlabeled=True, keep_identical=True)
     kept = {r.id: (r.chosen, r.ranks) for r in load_dataset(tmp_path / "all")}
     assert len(kept) == 6 and kept["pickapic:101"] == (None, None) and kept["pickapic:103"] == (1, None)
+    # the flags written as 0/1 integers mean the same
+    shard01 = _pickapic_shard(
+        tmp_path / "test_unique-00000-of-00001.parquet",
+        labels=[(1.0, 0.0), (0.0, 0.0), (0.0, 1.0)],
+        has_label=[1, 0, 1],
+        are_different=[1, 1, 0],
+    )
+    report01 = import_dataset("pickapic", shard01, tmp_path / "ints")
+    assert report01.records == 1 and sum(report01.skipped.values()) == 2
     # the command line prints the counts
     from prefalign.cli.main import main
 

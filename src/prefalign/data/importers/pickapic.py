@@ -66,10 +66,13 @@ def read(
         row = 0
         for batch in pf.iter_batches(batch_size=256):
             for item in batch.to_pylist():
-                labelled = item.get("has_label") is not False  # shards without the column: all labelled
+                # bool in the published shards, 0/1 in some re-exports; a shard without the
+                # column is all labelled (and all different).
+                labelled = item.get("has_label") is None or bool(item["has_label"])
+                identical = item.get("are_different") is not None and not bool(item["are_different"])
                 if not labelled and not keep_unlabeled:
                     placer.report.skip(SKIP_UNLABELLED)
-                elif item.get("are_different") is False and not keep_identical:
+                elif identical and not keep_identical:
                     placer.report.skip(SKIP_IDENTICAL)
                 else:
                     yield _record(item, path, row, split, placer, labelled)
