@@ -151,8 +151,8 @@ def test_channel_choices_and_skip_reasons(tmp_path):
     assert skipped["reply names the grid, not one cell"] == 1  # ned
     assert skipped["repeated request (same seed and count)"] == 1  # olga
     assert report.ignored_messages["system messages"] == 1
-    assert report.ignored_messages["Discord message type 20"] == 1
-    assert report.ignored_messages["unknown message type 'GuildBoostTier9000'"] == 1
+    # kinds the exporter does not name are read like any message by their content, and counted
+    assert report.unknown_types == {"20": 1, "GuildBoostTier9000": 1}
     assert report.choices == len(expect) and report.errors == []
     assert read_mining_report(tmp_path / "out").choices == len(expect)
 
@@ -364,3 +364,102 @@ def test_missing_fields_are_tolerated(tmp_path):
     path.write_text(json.dumps({"messages": msgs}), encoding="utf-8")
     from_discord([path], tmp_path / "out", copy_media=False)
     assert _records_by_generation(tmp_path / "out") == {g["id"]: ("a minimal prompt", 2, 0, hash_user("11"))}
+
+
+# ----- real-world shapes the exporter writes ---------------------------------------------------
+
+
+def test_slash_response_with_a_type_the_exporter_does_not_name(tmp_path):
+    """Discord type 20 (a slash-command response) is written as "20": read it by its content."""
+    ch = FakeChannel("5005", "dreambot-20")
+    r = ch.request(ALICE, "a tin robot", "-n 2")
+    g = ch.message(
+        DREAMBOT,
+        "The seeds for each individual image are [900, 901]",
+        attachments=[ch.attachment("900.png"), ch.attachment("901.png")],
+        reply_to=r,
+        kind="20",
+        interaction={"id": "77", "name": "dream", "user": ALICE},
+    )
+    ch.request(ALICE, "a tin robot", "-S 901")
+    report = from_discord([ch.write(tmp_path / "e.json")], tmp_path / "out", copy_media=False)
+    assert _records_by_generation(tmp_path / "out") == {g["id"]: ("a tin robot", 2, 1, hash_user("11"))}
+    assert report.choices == 1 and report.unknown_types == {"20": 1}
+    assert read_mining_report(tmp_path / "out").unknown_types == {"20": 1}
+
+
+def test_per_image_commands_written_inline(tmp_path):
+    """The bot may write one backticked command per image on one line, after a header."""
+    ch = FakeChannel("6006", "dreambot-inline")
+    r = ch.request(BOB, "P", "-n 3")
+    g = ch.message(
+        DREAMBOT,
+        '`!dream "P" -n 3` The commands for each individual image are '
+        '`!dream "P" -S 11` `!dream "P" -S 12` `!dream "P" -S 13`',
+        attachments=[ch.attachment(f"{k}.png") for k in (11, 12, 13)],
+        reply_to=r,
+    )
+    ch.request(BOB, "P", "-S 12")
+    report = from_discord([ch.write(tmp_path / "e.json")], tmp_path / "out", copy_media=False)
+    assert _records_by_generation(tmp_path / "out") == {g["id"]: ("P", 3, 1, hash_user("12"))}
+    assert load_dataset(tmp_path / "out")[0].meta["seeds"] == [11, 12, 13]
+    assert report.skipped == {}
+
+
+def _media_channel(tmp_path: Path, urls: list[str]) -> tuple[FakeChannel, dict]:
+    """A two-image generation (chosen: the second) whose attachments point at local files."""
+    ch = FakeChannel("7007", "dreambot-media")
+    r = ch.request(CAROL, "a paper boat", "-n 2")
+    g = ch.generation(r, [3, 4])
+    for att, url in zip(g["attachments"], urls, strict=True):
+        att["url"] = url
+    ch.request(CAROL, "a paper boat", "-S 4")
+    return ch, g
+
+
+def test_media_export_made_on_windows(tmp_path):
+    """--media on Windows writes `room.json_Files\\name.png` (and may percent-encode names)."""
+    from prefalign.testing.images import draw_shape
+
+    files = tmp_path / "room.json_Files"
+    files.mkdir()
+    draw_shape("circle", "red", size=16).save(files / "boat-3F2A.png")
+    draw_shape("square", "green", size=16).save(files / "boat #2-9C1B.png")
+    ch, _ = _media_channel(
+        tmp_path, ["room.json_Files\\boat-3F2A.png", "room.json_Files\\boat%20%232-9C1B.png"]
+    )
+    report = from_discord([ch.write(tmp_path / "room.json")], tmp_path / "out")
+    ds = load_dataset(tmp_path / "out")
+    assert report.missing_media == {} and report.errors == []
+    (rec,) = ds.records
+    assert rec.chosen == 1 and all(i.startswith("images/") for i in rec.images)
+    assert Path(ds.image_path(rec.images[1])).read_bytes() == (files / "boat #2-9C1B.png").read_bytes()
+
+
+def test_missing_media_fail_the_run_with_counts(tmp_path):
+    from prefalign.testing.images import draw_shape
+
+    files = tmp_path / "room.json_Files"
+    files.mkdir()
+    draw_shape("circle", "red", size=16).save(files / "a.png")
+    ch, _ = _media_channel(tmp_path, ["room.json_Files\\a.png", "room.json_Files\\gone.png"])
+    export = ch.write(tmp_path / "room.json")
+    with pytest.raises(MiningError, match=r"1 local image file.*local file not found: 1.*--allow-missing"):
+        from_discord([export], tmp_path / "out")
+    assert read_mining_report(tmp_path / "out").missing_media == {"local file not found": 1}
+    report = from_discord([export], tmp_path / "out2", allow_missing=True)
+    assert report.errors == [] and report.missing_media == {"local file not found": 1}
+    # the command line exits non-zero and names the reason, unless --allow-missing
+    from prefalign.cli.main import main
+
+    assert main(["data", "from-discord", str(export), "--out", str(tmp_path / "o3"), "--no-progress"]) == 2
+    args = [
+        "data",
+        "from-discord",
+        str(export),
+        "--out",
+        str(tmp_path / "o4"),
+        "--no-progress",
+        "--allow-missing",
+    ]
+    assert main(args) == 0

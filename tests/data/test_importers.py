@@ -140,6 +140,27 @@ def test_hpd_v2_pairs_ties_and_rankings(tmp_path):
     assert (b.chosen, b.ranks) == (None, [0, 0])
     assert (c.ranks, c.split, len(c.meta["raw_annotations"])) == ([2, 1, 3], "test", 2)
     assert validate_dataset(tmp_path / "ds").ok
+    # the train pair's annotator is the record's user; the test ranking keeps each annotator's hash
+    assert (a.user, "user_hash" in a.meta, b.user) == ("u", False, None)
+    assert c.user is None and [r["user_hash"] for r in c.meta["raw_annotations"]] == ["h1", "h2"]
+
+
+def test_split_by_user_refuses_records_without_a_user(tmp_path, capsys):
+    from prefalign.cli.main import main
+
+    records = [
+        Record(id=f"r{i}", prompt=f"p{i}", images=["a.png"], user=None if i < 3 else "u") for i in range(8)
+    ]
+    save_dataset(records, tmp_path / "ds", check_images="off")
+    before = (tmp_path / "ds/records.parquet").read_bytes()
+    with pytest.raises(DatasetError, match="3 of 8 records have no user"):
+        from prefalign.data.split import split_dataset
+
+        split_dataset(tmp_path / "ds", 2, by="user")
+    assert main(["data", "split", str(tmp_path / "ds"), "--test-size", "2", "--by", "user"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 of 8 records have no user" in err[0] and "--by prompt" in err[0]
+    assert (tmp_path / "ds/records.parquet").read_bytes() == before  # nothing rewritten
 
 
 def test_pickapic_bytes_labels_and_ties(tmp_path):
@@ -171,6 +192,85 @@ def test_pickapic_bytes_labels_and_ties(tmp_path):
     assert validate_dataset(tmp_path / "ds").ok
 
 
+def _pickapic_shard(path: Path, labels, has_label, are_different) -> Path:
+    n = len(labels)
+    table = pa.table(
+        {
+            "are_different": are_different,
+            "best_image_uid": [""] * n,
+            "caption": [f"prompt {i}" for i in range(n)],
+            "created_at": [f"2023-0{1 + i % 9}-01" for i in range(n)],
+            "has_label": has_label,
+            "image_0_uid": [f"u{i}a" for i in range(n)],
+            "image_1_uid": [f"u{i}b" for i in range(n)],
+            "jpg_0": [image_bytes((i, 1, 1), "JPEG") for i in range(n)],
+            "jpg_1": [image_bytes((i, 2, 2), "JPEG") for i in range(n)],
+            "label_0": [a for a, _ in labels],
+            "label_1": [b for _, b in labels],
+            "model_0": ["sdxl"] * n,
+            "model_1": ["sd15"] * n,
+            "ranking_id": list(range(100, 100 + n)),
+            "user_id": [7] * n,
+            "num_example_per_prompt": [1] * n,
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def test_pickapic_skips_unlabelled_and_identical_rows(tmp_path, capsys):
+    """has_label = False rows are no judgement (not ties); are_different = False is one image twice."""
+    shard = _pickapic_shard(
+        tmp_path / "validation_unique-00000-of-00001.parquet",
+        labels=[(1.0, 0.0), (0.0, 0.0), (0.5, 0.5), (0.0, 1.0), (0.5, 0.5), (0.0, 0.0)],
+        has_label=[True, False, True, True, True, False],
+        are_different=[True, True, True, False, True, False],
+    )
+    report = import_dataset("pickapic", shard, tmp_path / "ds")
+    recs = load_dataset(tmp_path / "ds").records
+    assert [(r.id, r.chosen, r.ranks) for r in recs] == [
+        ("pickapic:100", 0, None),
+        ("pickapic:102", None, [0, 0]),
+        ("pickapic:104", None, [0, 0]),
+    ]
+    assert report.skipped == {
+        "has_label = False: no human judgement": 2,
+        "are_different = False: the same image twice": 1,
+    }
+    assert recs[0].split == "validation"
+    # --keep-unlabeled keeps them with no label at all (not a tie)
+    import_dataset("pickapic", shard, tmp_path / "all", keep_unlabeled=True, keep_identical=True)
+    kept = {r.id: (r.chosen, r.ranks) for r in load_dataset(tmp_path / "all")}
+    assert len(kept) == 6 and kept["pickapic:101"] == (None, None) and kept["pickapic:103"] == (1, None)
+    # the flags written as 0/1 integers mean the same
+    shard01 = _pickapic_shard(
+        tmp_path / "test_unique-00000-of-00001.parquet",
+        labels=[(1.0, 0.0), (0.0, 0.0), (0.0, 1.0)],
+        has_label=[1, 0, 1],
+        are_different=[1, 1, 0],
+    )
+    report01 = import_dataset("pickapic", shard01, tmp_path / "ints")
+    assert report01.records == 1 and sum(report01.skipped.values()) == 2
+    # the command line prints the counts
+    from prefalign.cli.main import main
+
+    assert main(["data", "import", "pickapic", str(shard), "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "3 records" in out and "skipped       2  has_label = False" in out
+
+
+def test_pickapic_invalid_labels_name_the_row(tmp_path):
+    shard = _pickapic_shard(
+        tmp_path / "train-00000-of-00002.parquet",
+        labels=[(1.0, 0.0), (0.0, 0.0)],
+        has_label=[True, True],
+        are_different=[True, True],
+    )
+    with pytest.raises(DatasetError, match=r"train-00000-of-00002.parquet: row 1: labels .*\(0.0, 0.0\)"):
+        import_dataset("pickapic", shard, tmp_path / "ds")
+    assert not (tmp_path / "ds" / "records.parquet").exists()
+
+
 def test_imagereward_rankings_with_ties(tmp_path):
     (tmp_path / "images").mkdir()
     rows = [
@@ -183,6 +283,92 @@ def test_imagereward_rankings_with_ties(tmp_path):
     (rec,) = load_dataset(tmp_path / "ds").records
     assert (rec.id, rec.ranks, rec.split, rec.chosen) == ("imagereward:q1", [1, 1, 3], "validation", None)
     assert validate_dataset(tmp_path / "ds").ok
+
+
+def write_imagerewarddb(root: Path) -> list[dict]:
+    """ImageRewardDB as published: metadata-<split>.parquet at the root, one row per image, and
+    the extracted shards images/<split>/<split>_<k>/ holding the images and <split>_<k>.json."""
+    root.mkdir(parents=True)
+    rows = []
+    for split, shard, pid, prompt, ranks, overall in (
+        ("train", 1, "000864-0061", "a castle on a cliff, 城", [1, 3, 1, 2], [6.0, 2.0, 6.0, 4.0]),
+        ("train", 2, "001123-0007", "a red bicycle", [2, 1], [3.0, 5.0]),
+        ("validation", 1, "004000-0001", "an owl", [1, 2, 3], [7.0, 5.0, 1.0]),
+    ):
+        for k, (rank, rating) in enumerate(zip(ranks, overall, strict=True)):
+            rows.append(
+                {
+                    "image_path": f"images/{split}/{split}_{shard}/{pid}-{k}.webp",
+                    "prompt_id": pid,
+                    "prompt": prompt,
+                    "classification": "Outdoor Scenes",
+                    "image_amount_in_total": len(ranks),
+                    "rank": rank,
+                    "overall_rating": rating,
+                    "image_text_alignment_rating": rating - 1,
+                    "fidelity_rating": rating + 1,
+                }
+            )
+    for split in ("train", "validation"):
+        split_rows = [r for r in rows if r["image_path"].startswith(f"images/{split}/")]
+        pq.write_table(pa.Table.from_pylist(split_rows), root / f"metadata-{split}.parquet")
+        for shard in {r["image_path"].split("/")[2] for r in split_rows}:
+            shard_rows = [r for r in split_rows if r["image_path"].split("/")[2] == shard]
+            folder = root / "images" / split / shard
+            folder.mkdir(parents=True)
+            (folder / f"{shard}.json").write_text(json.dumps(shard_rows), encoding="utf-8")
+            for r in shard_rows:
+                (root / r["image_path"]).write_bytes(image_bytes((r["rank"] * 30, 5, 5), "WEBP"))
+    return rows
+
+
+IRDB_EXPECTED = {
+    "imagereward:000864-0061": ("a castle on a cliff, 城", [1, 3, 1, 2], [6.0, 2.0, 6.0, 4.0], "train"),
+    "imagereward:001123-0007": ("a red bicycle", [2, 1], [3.0, 5.0], "train"),
+    "imagereward:004000-0001": ("an owl", [1, 2, 3], [7.0, 5.0, 1.0], "validation"),
+}
+
+
+@pytest.mark.parametrize("layout", ["directory", "parquet", "json-shards", "images-folder"])
+def test_imagerewarddb_as_published(tmp_path, layout):
+    """One row per image, grouped by prompt_id: ranks with ties, overall rating, the others in meta."""
+    write_imagerewarddb(tmp_path / "db")
+    if layout == "directory":  # both Parquet and JSON shards: the rows are read once
+        sources = [tmp_path / "db"]
+    elif layout == "parquet":
+        sources = [tmp_path / "db/metadata-train.parquet", tmp_path / "db/metadata-validation.parquet"]
+    elif layout == "json-shards":
+        sources = sorted((tmp_path / "db/images").rglob("*.json"))
+    else:  # the images/ folder alone: its shards, grouped by prompt across shards of a split
+        sources = [tmp_path / "db/images"]
+    got = {}
+    for n, src in enumerate(sources):
+        report = import_dataset("imagereward", src, tmp_path / f"ds{n}")
+        assert not report.missing_images
+        for rec in load_dataset(tmp_path / f"ds{n}"):
+            got[rec.id] = rec
+            assert validate_dataset(tmp_path / f"ds{n}").ok
+    assert {k: (r.prompt, r.ranks, r.ratings, r.split) for k, r in got.items()} == IRDB_EXPECTED
+    castle = got["imagereward:000864-0061"]
+    assert castle.meta["fidelity_rating"] == [7.0, 3.0, 7.0, 5.0]
+    assert castle.meta["image_text_alignment_rating"] == [5.0, 1.0, 5.0, 3.0]
+    assert (castle.meta["classification"], castle.meta["image_amount_in_total"]) == ("Outdoor Scenes", 4)
+    assert castle.chosen is None and castle.images[3].endswith("000864-0061-3.webp")
+
+
+def test_imagerewarddb_wrong_files_say_what_they_are(tmp_path):
+    pq.write_table(pa.table({"caption": ["x"], "jpg_0": [b"x"]}), tmp_path / "metadata-train.parquet")
+    with pytest.raises(
+        DatasetError, match=r"metadata-train.parquet: a Parquet file with columns .*expected ImageRewardDB"
+    ):
+        import_dataset("imagereward", tmp_path / "metadata-train.parquet", tmp_path / "ds")
+    (tmp_path / "x.json").write_text(json.dumps([{"caption": "x"}]))
+    with pytest.raises(DatasetError, match=r"x.json: a JSON list whose first item has keys \['caption'\]"):
+        import_dataset("imagereward", tmp_path / "x.json", tmp_path / "ds")
+    (tmp_path / "train_1.zip").write_bytes(b"PK\x03\x04" + bytes(40))
+    with pytest.raises(DatasetError, match=r"train_1\.zip: a zip archive; extract it"):
+        import_dataset("imagereward", tmp_path / "train_1.zip", tmp_path / "ds")
+    assert not (tmp_path / "ds" / "records.parquet").exists()
 
 
 def test_diffusiondb_groups_by_prompt(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from prefalign.cli.main import main
-from prefalign.data import DatasetWriter, Record, load_dataset, save_dataset
+from prefalign.data import DatasetError, DatasetWriter, Record, load_dataset, save_dataset
 from prefalign.data.split import split_dataset
 from prefalign.data.stats import dataset_stats
 from prefalign.data.validate import validate_dataset
@@ -137,3 +137,28 @@ def test_cli_help_of_every_subcommand(capsys):
 def test_cli_import_unknown_source(tmp_path, capsys):
     assert main(["data", "import", "hpd-v1", str(tmp_path / "nope"), "--out", str(tmp_path / "ds")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_save_dataset_checks_image_references(tmp_path, caplog):
+    """A record naming an image that is not there is found when the dataset is written."""
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    Image.new("RGB", (4, 4)).save(ds / "ok.png")
+    Image.new("RGB", (4, 4)).save(tmp_path / "elsewhere.png")
+    records = [
+        Record(id="a", prompt="p", images=["ok.png", str(tmp_path / "elsewhere.png")]),  # absolute: kept
+        Record(id="b", prompt="q", images=["ok.png", "missing.png", "https://example.com/x.png"]),
+        Record(id="c", prompt="r", images=[str(tmp_path / "gone.png")]),
+    ]
+    with pytest.raises(DatasetError, match=r"2 image reference\(s\) of 3 records.*record b: 'missing.png'"):
+        save_dataset(records, ds, check_images="error")
+    assert not (ds / "records.parquet").exists() and not list(ds.glob(".records-*"))  # nothing half
+    with caplog.at_level("WARNING", logger="prefalign.data.dataset"):
+        save_dataset(records, ds)
+    assert len(load_dataset(ds)) == 3
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "2 image reference(s)" in warning and "data validate" in warning
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="prefalign.data.dataset"):
+        save_dataset(records[:1], ds)
+    assert caplog.records == []

@@ -69,6 +69,12 @@ def _register_from_discord(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave images of --media exports as file:// URLs instead of copying them into DIR",
     )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="exit 0 even if local images of --media exports are missing (their records keep file:// "
+        "URLs; counted per reason in the report). Default: such a run exits 2",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_from_discord)
 
@@ -87,6 +93,7 @@ def run_from_discord(args: argparse.Namespace) -> int:
         copy_media=not args.no_copy_media,
         progress=not args.no_progress,
         strict=False,
+        allow_missing=args.allow_missing,
     )
     print(
         f"{report.choices:,} choices from {report.messages:,} messages "
@@ -94,6 +101,11 @@ def run_from_discord(args: argparse.Namespace) -> int:
     )
     for reason, count in report.skipped.most_common():
         print(f"  skipped {count:>7,}  {reason}")
+    if report.unknown_types:
+        kinds = ", ".join(f"{k}: {v:,}" for k, v in report.unknown_types.most_common())
+        print(f"  read by content: message types the exporter does not name ({kinds})")
+    for reason, count in report.missing_media.most_common():
+        print(f"  missing {count:>7,}  local image files: {reason}", file=sys.stderr)
     for err in report.errors:
         print(f"error: {err}", file=sys.stderr)
     if report.errors:
@@ -171,8 +183,10 @@ def _register_import(sub: argparse._SubParsersAction) -> None:
         description="Read a public set in its original layout and write a prefalign dataset:\n"
         "  hpd-v1       preference_train.json / preference_test.json + preference_images/\n"
         "  hpd-v2       train.json (pairs) / test.json (rankings) + train/ test/\n"
-        "  pickapic     Parquet shards with the images embedded (jpg_0, jpg_1)\n"
-        "  imagereward  JSON with generations and rankings (ties allowed)\n"
+        "  pickapic     Parquet shards with the images embedded (jpg_0, jpg_1); unlabelled and\n"
+        "               identical-image rows skipped and counted\n"
+        "  imagereward  ImageRewardDB (metadata-<split>.parquet or <split>_<k>.json, one row per image,\n"
+        "               grouped by prompt_id) or the ImageReward repo's JSON with generations and rankings\n"
         "  diffusiondb  metadata.parquet + part-NNNNNN/ (unlabelled, one record per prompt)",
         epilog="example:\n  prefalign data import hpd-v1 ~/HPD --out hpd-v1",
         formatter_class=_RAW,
@@ -189,14 +203,35 @@ def _register_import(sub: argparse._SubParsersAction) -> None:
         help="how images get into DIR: link (hard link, else copy; default), copy, symlink, "
         "or reference (keep absolute paths to SRC)",
     )
+    p.add_argument(
+        "--keep-unlabeled",
+        action="store_true",
+        help="pickapic: keep has_label = False rows as records with no label (default: skip and count "
+        "them; PickScore's trainer drops them from its evaluation splits)",
+    )
+    p.add_argument(
+        "--keep-identical",
+        action="store_true",
+        help="pickapic: keep are_different = False rows, the same image twice (default: skip and count, "
+        "ours: no preference can exist between an image and itself)",
+    )
     p.set_defaults(func=run_import)
 
 
 def run_import(args: argparse.Namespace) -> int:
     from prefalign.data.importers import import_dataset
 
-    report = import_dataset(args.format, args.src, args.out, images=args.images)
+    report = import_dataset(
+        args.format,
+        args.src,
+        args.out,
+        images=args.images,
+        keep_unlabeled=args.keep_unlabeled,
+        keep_identical=args.keep_identical,
+    )
     print(f"{report.records:,} records, {report.images:,} images -> {args.out}")
+    for reason, count in sorted(report.skipped.items(), key=lambda kv: -kv[1]):
+        print(f"  skipped {count:>7,}  {reason}")
     if report.missing_images:
         print(
             f"warning: {len(report.missing_images):,} images not found, e.g. {report.missing_images[0]} "
@@ -253,7 +288,11 @@ def _register_split(sub: argparse._SubParsersAction) -> None:
         help="test records: a count, or a fraction if < 1",
     )
     p.add_argument(
-        "--by", choices=("prompt", "user"), default="prompt", help="what may not cross (default: prompt)"
+        "--by",
+        choices=("prompt", "user"),
+        default="prompt",
+        help="what may not cross (default: prompt, ours); `user` refuses (exit 2) a dataset where some "
+        "records have no user",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
     p.add_argument("--out", "-o", metavar="DIR", help="write the split dataset here instead")

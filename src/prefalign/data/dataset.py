@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,9 @@ import pyarrow.parquet as pq
 from prefalign.errors import PrefalignError
 
 RECORDS_FILE = "records.parquet"
+CHECK_IMAGES = ("warn", "error", "off")
+
+logger = logging.getLogger(__name__)
 
 SCHEMA = pa.schema(
     [
@@ -134,13 +138,17 @@ def load_dataset(path: str | Path) -> Dataset:
     return Dataset(file.parent, [Record.from_row(r) for r in table.to_pylist()])
 
 
-def save_dataset(records: Iterable[Record], path: str | Path) -> Path:
+def save_dataset(records: Iterable[Record], path: str | Path, *, check_images: str = "warn") -> Path:
     """Write ``records`` to ``path/records.parquet`` atomically (temporary file, then rename).
 
     Records without an id get their position as id. An interrupted write leaves the previous
-    file, if any, untouched.
+    file, if any, untouched. Image references are checked as :class:`DatasetWriter` says.
+
+    Raises:
+        DatasetError: ``check_images="error"`` and some image reference names no file (nothing
+            is written).
     """
-    with DatasetWriter(path) as writer:
+    with DatasetWriter(path, check_images=check_images) as writer:
         for rec in records:
             writer.write(rec)
     return Path(path)
@@ -153,15 +161,28 @@ class DatasetWriter:
     the Discord miner run in constant memory. Used as a context manager, an exception inside the
     block discards the partial file and leaves any previous dataset untouched; ``close`` commits.
 
+    Image references are checked as they are written (``check_images``): a relative path must
+    name a file under ``path`` (the dataset folder), an absolute path is used as it is and must
+    exist on this machine (it makes the dataset non-portable); URLs are not checked (``prefalign
+    data fetch-images`` downloads them). ``"warn"`` (default) logs one line with the count and an
+    example, ``"error"`` raises :class:`DatasetError` at ``close`` and writes nothing, ``"off"``
+    skips the check for callers that check themselves (the importers report missing images).
+    ``missing_images`` holds the count after writing.
+
     Example:
         >>> with DatasetWriter("out") as w:                        # doctest: +SKIP
         ...     w.write(Record(prompt="a cat", images=["a.png", "b.png"], chosen=1))
     """
 
-    def __init__(self, path: str | Path, *, batch_size: int = 2048):
+    def __init__(self, path: str | Path, *, batch_size: int = 2048, check_images: str = "warn"):
+        if check_images not in CHECK_IMAGES:
+            raise DatasetError(f"check_images must be one of {CHECK_IMAGES}, got {check_images!r}")
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.batch_size = batch_size
+        self.check_images = check_images
+        self.missing_images = 0
+        self._missing_example: tuple[str, str] | None = None  # (record id, image)
         self.count = 0
         self._rows: list[dict[str, Any]] = []
         fd, tmp = tempfile.mkstemp(prefix=".records-", suffix=".parquet.tmp", dir=self.path)
@@ -173,10 +194,31 @@ class DatasetWriter:
         """Add one record; records without an id get their position as id."""
         row = record.to_row()
         row["id"] = row["id"] or str(self.count)
+        if self.check_images != "off":
+            self._check_images(row["id"], record.images)
         self._rows.append(row)
         self.count += 1
         if len(self._rows) >= self.batch_size:
             self._flush()
+
+    def _check_images(self, record_id: str, images: list[str]) -> None:
+        for image in images:
+            if "://" in image:
+                continue
+            p = Path(image)
+            if not (p if p.is_absolute() else self.path / p).is_file():
+                self.missing_images += 1
+                if self._missing_example is None:
+                    self._missing_example = (record_id, image)
+
+    def _missing_message(self) -> str:
+        rid, image = self._missing_example or ("", "")
+        return (
+            f"{self.path}: {self.missing_images:,} image reference(s) of {self.count:,} records name no "
+            f"file (e.g. record {rid}: {image!r}); relative paths resolve against the dataset folder, "
+            "absolute paths are used as they are. Put the images there or fix the paths "
+            "(`prefalign data validate` lists them)"
+        )
 
     def _flush(self) -> None:
         if self._rows and self._writer is not None:
@@ -187,6 +229,9 @@ class DatasetWriter:
         """Write what is buffered and move the file into place. Returns the dataset directory."""
         if self._writer is None:
             return self.path
+        if self.missing_images and self.check_images == "error":
+            self.abort()
+            raise DatasetError(self._missing_message())
         try:
             self._flush()
             self._writer.close()
@@ -195,6 +240,8 @@ class DatasetWriter:
         except BaseException:
             self.abort()
             raise
+        if self.missing_images:
+            logger.warning("%s", self._missing_message())
         return self.path
 
     def abort(self) -> None:

@@ -42,8 +42,9 @@ import ijson
 from prefalign.errors import PrefalignError
 
 # The kinds DiscordChatExporter names (its MessageKind enum). Default and Reply carry what people
-# write; the others are system notifications. Any other name is unknown to this parser; a number
-# is a Discord kind the exporter does not name (slash-command responses, boosts, ...).
+# write; the others are system notifications and are skipped. Any other name, or a number (a
+# Discord kind the exporter does not name: "20" is a slash-command response, "23" a context-menu
+# command), is read by its author, text, attachments and reference like Default, and counted.
 USER_KINDS = frozenset({"Default", "Reply"})
 SYSTEM_KINDS = frozenset(
     {

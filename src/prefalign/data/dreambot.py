@@ -15,7 +15,8 @@ The HPS paper mined its choices from this exchange (other bots and servers diffe
 2. The bot (an author with ``isBot``) replies to the request with the images: one attachment per
    image, or one grid image of n cells (:data:`GRID_LAYOUTS`, row-major). It names the seeds,
    either ``The seeds for each individual image are [s1, s2, ...]`` or one
-   ``!dream ... -S s_k`` command per image. Images it judges NSFW come spoilered
+   ``!dream ... -S s_k`` command per image (one per line, or inline in backticks after
+   ``The commands for each individual image are``). Images it judges NSFW come spoilered
    (``SPOILER_`` file names).
 3. The user picks one image: a new request with the same prompt and ``-S s_k``, or a reply to
    the bot's message carrying the chosen image (its file, or its URL in the text).
@@ -72,6 +73,8 @@ class DreamGrammar:
             the mining; the others are kept in the record's meta.
         boolean_flags: option spellings that take no value, -> parameter name.
         seeds_pattern: finds the bracketed seed list in the bot's text.
+        commands_header_pattern: the header after which the bot writes one command per image
+            (commands before it, such as the echoed request, name no image).
         nsfw_prefix: the file-name prefix of spoilered attachments.
         bot_names: if set, only bot authors with these names (or ids) count as the generator.
     """
@@ -104,6 +107,7 @@ class DreamGrammar:
     )
     boolean_flags: dict[str, str] = field(default_factory=lambda: {"-g": "grid", "--grid": "grid"})
     seeds_pattern: str = r"seeds? for each (?:individual )?image (?:are|is)\s*:?\s*\[([-\d,\s]*)\]"
+    commands_header_pattern: str = r"commands? for each (?:individual )?image (?:are|is)\s*:?"
     nsfw_prefix: str = "SPOILER_"
     bot_names: frozenset[str] | None = None
 
@@ -111,6 +115,8 @@ class DreamGrammar:
         self._seeds_re = re.compile(self.seeds_pattern, re.IGNORECASE)
         self._command_re = re.compile(r"^\s*" + re.escape(self.command) + r"(?=\s|$)", re.IGNORECASE)
         self._seed_flags = [k for k, v in self.flags.items() if v == "seed"]
+        self._command_any_re = re.compile(r"(?<!\S)" + re.escape(self.command) + r"(?=\s|$)", re.IGNORECASE)
+        self._commands_header_re = re.compile(self.commands_header_pattern, re.IGNORECASE)
 
     # ----- requests -------------------------------------------------------------------------
 
@@ -174,14 +180,28 @@ class DreamGrammar:
         if m:
             seeds = [_to_int(s) for s in m.group(1).split(",") if s.strip()]
             return [s for s in seeds if s is not None] or None
-        # One command per image: "!dream "prompt" -S 1234" on each line.
+        # One command per image, wherever written: one per line, or inline, each in backticks
+        # (`!dream "P" -S 11` `!dream "P" -S 12`). After a header ("The commands for each
+        # individual image are") only the commands after it count: before it the bot may echo
+        # the request itself, whose seed names no single image.
+        header = self._commands_header_re.search(content)
+        text = content[header.end() :] if header else content
         seeds = []
-        for line in content.splitlines():
-            if self.command.lower() in line.lower():
-                req = self.parse_request(line[line.lower().index(self.command.lower()) :])
-                if req is not None and req.seed is not None:
-                    seeds.append(req.seed)
+        for piece in self.command_texts(text):
+            req = self.parse_request(piece)
+            if req is not None and req.seed is not None:
+                seeds.append(req.seed)
         return seeds or None
+
+    def command_texts(self, content: str) -> list[str]:
+        """Every command occurrence in a text, in order, each cut at the next one, a backtick or
+        the end of its line."""
+        out = []
+        for piece in re.split(r"[`\n]", content):
+            starts = [m.start() for m in self._command_any_re.finditer(piece)]
+            for a, b in zip(starts, [*starts[1:], len(piece)]):
+                out.append(piece[a:b])
+        return out
 
     def is_generator(self, author: dict[str, Any]) -> bool:
         """Whether a message author is the bot that answers requests."""

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
 
 from prefalign.data.dataset import DatasetWriter, Record
 from prefalign.data.discord import (
@@ -71,12 +73,17 @@ class MiningReport:
     choices: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     ignored_messages: Counter[str] = field(default_factory=Counter)
+    unknown_types: Counter[str] = field(default_factory=Counter)  # read like any message, counted
+    local_images: int = 0  # attachments of --media exports read as local files
+    missing_media: Counter[str] = field(default_factory=Counter)  # reason -> local files not copied
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["skipped"] = dict(self.skipped.most_common())
         d["ignored_messages"] = dict(self.ignored_messages.most_common())
+        d["unknown_types"] = dict(self.unknown_types.most_common())
+        d["missing_media"] = dict(self.missing_media.most_common())
         return d
 
     @classmethod
@@ -84,6 +91,8 @@ class MiningReport:
         fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         fields["skipped"] = Counter(d.get("skipped") or {})
         fields["ignored_messages"] = Counter(d.get("ignored_messages") or {})
+        fields["unknown_types"] = Counter(d.get("unknown_types") or {})
+        fields["missing_media"] = Counter(d.get("missing_media") or {})
         return cls(**fields)
 
 
@@ -160,9 +169,14 @@ class _ChannelMiner:
     def feed(self, m: dict[str, Any], path: Path) -> Iterator[Record]:
         self.now = snowflake_ms(m["id"]) or self.now
         kind = str(m.get("type") or "Default")
-        if kind not in USER_KINDS:
-            self._ignore_kind(kind, m, path)
+        if kind in SYSTEM_KINDS:
+            self.report.ignored_messages["system messages"] += 1
         else:
+            # Read every other message by what it carries (author, text, attachments, reference),
+            # never by its type name: the exporter writes Discord kinds its enum does not name as
+            # numbers ("20" is a slash-command response), and those carry generations too.
+            if kind not in USER_KINDS:
+                self._unknown_kind(kind, m, path)
             author = m.get("author") or {}
             if self.grammar.is_generator(author):
                 self._bot_message(m, author)
@@ -175,15 +189,18 @@ class _ChannelMiner:
             self._since_sweep = 0
             yield from self.sweep(self.now - self.window_ms)
 
-    def _ignore_kind(self, kind: str, m: dict[str, Any], path: Path) -> None:
-        if kind in SYSTEM_KINDS:
-            self.report.ignored_messages["system messages"] += 1
-            return
-        label = f"Discord message type {kind}" if kind.isdigit() else f"unknown message type {kind!r}"
-        self.report.ignored_messages[label] += 1
+    def _unknown_kind(self, kind: str, m: dict[str, Any], path: Path) -> None:
+        self.report.unknown_types[kind] += 1
         if kind not in self._warned_kinds:
             self._warned_kinds.add(kind)
-            logger.warning("%s: message %s has %s; such messages are skipped", path, m["id"], label)
+            label = f"Discord message type {kind}" if kind.isdigit() else f"message type {kind!r}"
+            logger.info(
+                "%s: message %s has %s, which the exporter does not name; it is read by its author, "
+                "text, attachments and reference like any message (counted in unknown_types)",
+                path,
+                m["id"],
+                label,
+            )
 
     def _user_message(self, m: dict[str, Any], author: dict[str, Any]) -> None:
         content = m.get("content") or ""
@@ -291,7 +308,10 @@ class _ChannelMiner:
         if isinstance(interaction, dict) and str(interaction.get("name", "")).lstrip(
             "/!"
         ) == self.grammar.command.lstrip("!/"):
-            return self._interaction_request(m, interaction)
+            found = self._interaction_request(m, interaction)
+            if found is not None:
+                return found
+            # The bot's text does not echo the command: match the prompt as below.
         # Exports from before replies were recorded: the bot's text repeats the prompt.
         content = m.get("content") or ""
         matches = [p for p in self.pending.values() if p.request.prompt in content]
@@ -386,14 +406,20 @@ class _ChannelMiner:
         )
 
     def _image_ref(self, attachment: dict[str, Any]) -> str:
-        """The attachment's URL, or for exports made with ``--media`` its local file as a file:// URL."""
+        """The attachment's URL, or for exports made with ``--media`` its local file as a file:// URL.
+
+        The exporter writes the local path as the OS wrote it: relative to the export (or
+        absolute), with ``\\`` separators on Windows, and percent-encoded in some versions. The
+        first spelling that names an existing file wins; if none does, the plain reading is kept
+        and the copy step reports the file missing.
+        """
         url = str(attachment.get("url") or "")
         if "://" in url:
             return url
-        path = Path(url)
-        if not path.is_absolute():
-            path = self.export_dir / path
-        return path.resolve().as_uri()
+        self.report.local_images += 1
+        candidates = local_media_candidates(url, self.export_dir)
+        found = next((c for c in candidates if c.is_file()), candidates[0])
+        return found.resolve().as_uri()
 
     # ----- closing generations ----------------------------------------------------------------
 
@@ -440,6 +466,29 @@ class _ChannelMiner:
             source=SOURCE,
             meta=meta,
         )
+
+
+def local_media_candidates(url: str, export_dir: Path) -> list[Path]:
+    """Where a ``--media`` export's local asset path may point, most literal reading first.
+
+    Tries the path with Windows ``\\`` separators as ``/``, as written, percent-decoded, and, for
+    absolute paths from another machine (``C:\\...``), its last two parts (``X.json_Files/name``)
+    and its file name under the export's folder.
+    """
+    spellings = [url.replace("\\", "/"), url]
+    spellings += [unquote(s) for s in spellings]
+    out: list[Path] = []
+    for text in dict.fromkeys(spellings):
+        windows_abs = len(text) > 2 and text[1] == ":" and text[2] in "/\\"
+        path = Path(text)
+        if not windows_abs:
+            out.append(path if path.is_absolute() else export_dir / path)
+        parts = [p for p in text.split("/") if p]
+        if len(parts) >= 2:
+            out.append(export_dir / parts[-2] / parts[-1])
+        if parts:
+            out.append(export_dir / parts[-1])
+    return list(dict.fromkeys(out))
 
 
 def _reference_id(m: dict[str, Any]) -> str | None:
@@ -541,19 +590,22 @@ def from_discord(
     copy_media: bool = True,
     progress: bool = False,
     strict: bool = True,
+    allow_missing: bool = False,
 ) -> MiningReport:
     """Mine choices from exports into the dataset ``out`` (records + ``mining_report.json``).
 
     Images stay URLs (fetch them with :func:`prefalign.data.fetch_images`), except for exports
     made with ``--media``: their local files are copied into ``out`` (grids cut into cells) when
-    ``copy_media`` is set.
+    ``copy_media`` is set. A local file that a kept record names but that is missing (or does not
+    decode) is counted per reason in ``report.missing_media`` and is an error unless
+    ``allow_missing``: its record keeps the file:// URL.
 
     Returns:
         The mining report (also saved as ``out/mining_report.json``).
 
     Raises:
-        MiningError: if ``strict`` and some export could not be read (after saving what was
-            mined from everything readable).
+        MiningError: if ``strict`` and some export could not be read, or local media are missing
+            (after saving what was mined from everything readable).
     """
     out = Path(out)
     report = MiningReport()
@@ -567,14 +619,50 @@ def from_discord(
             progress=progress,
         ):
             writer.write(record)
-    write_json_atomic(out / MINING_REPORT_FILE, report.to_dict(), indent=2)
+    failed: dict[str, str] = {}
     if copy_media and report.choices:
         from prefalign.data.fetch import fetch_images
 
-        fetch_images(out, schemes=("file",), progress=progress)
+        failed = fetch_images(out, schemes=("file",), progress=progress).failed
+    report.missing_media = (
+        _missing_media(out, failed) if report.choices and report.local_images else Counter()
+    )
+    if report.missing_media and not allow_missing:
+        n = sum(report.missing_media.values())
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in report.missing_media.most_common())
+        report.errors.append(
+            f"{out}: {n} local image file(s) named by the --media export(s) could not be "
+            f"{'copied' if copy_media else 'found'} ({reasons}); their records keep file:// URLs. "
+            "Export again with the media folder beside the JSON, or pass --allow-missing"
+        )
+    write_json_atomic(out / MINING_REPORT_FILE, report.to_dict(), indent=2)
     if strict and report.errors:
         raise MiningError(report, out)
     return report
+
+
+def _missing_media(out: Path, failed: dict[str, str]) -> Counter[str]:
+    """Local (file://) images the records still name that are not in the dataset, by reason."""
+    from prefalign.data.dataset import load_dataset
+    from prefalign.data.grid import parse_cell_ref  # imports PIL: only for --media exports
+
+    counts: Counter[str] = Counter()
+    seen: set[str] = set()
+    for rec in load_dataset(out):
+        for ref in rec.images:
+            if not ref.startswith("file:"):
+                continue
+            cell = parse_cell_ref(ref)
+            url = cell.url if cell is not None else ref.partition("#")[0]
+            if url in seen:
+                continue
+            seen.add(url)
+            path = Path(url2pathname(unquote(urlsplit(url).path)))
+            if not path.is_file():
+                counts["local file not found"] += 1
+            elif url in failed:
+                counts[failed[url].split(":", 1)[0]] += 1
+    return counts
 
 
 def read_mining_report(root: str | Path) -> MiningReport | None:

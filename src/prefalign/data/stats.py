@@ -45,6 +45,8 @@ def dataset_stats(path: str | Path) -> dict[str, Any]:
             "generations": report.generations,
             "errors": report.errors,
             "ignored_messages": dict(report.ignored_messages.most_common()),
+            "unknown_types": dict(report.unknown_types.most_common()),
+            "missing_media": dict(report.missing_media.most_common()),
         }
     return stats
 
@@ -80,6 +82,11 @@ def format_stats(stats: dict[str, Any]) -> str:
         if stats["dropped"]:
             lines.append("dropped (reason: count)")
             lines += [f"  {reason:<48}{count:>8,}" for reason, count in stats["dropped"].items()]
+        if m["unknown_types"]:
+            kinds = ", ".join(f"{k}: {v:,}" for k, v in m["unknown_types"].items())
+            lines.append(f"message types read by content (the exporter does not name them): {kinds}")
+        for reason, count in m["missing_media"].items():
+            lines.append(f"missing local images ({reason}): {count:,}")
         for err in m["errors"]:
             lines.append(f"error: {err}")
     return "\n".join(lines)

@@ -32,7 +32,15 @@ __all__ = [
 ]
 
 
-def import_dataset(fmt: str, src: str | Path, out: str | Path, *, images: str = "link") -> ImportReport:
+def import_dataset(
+    fmt: str,
+    src: str | Path,
+    out: str | Path,
+    *,
+    images: str = "link",
+    keep_unlabeled: bool = False,
+    keep_identical: bool = False,
+) -> ImportReport:
     """Read a public set in its original layout and write it as a prefalign dataset.
 
     Args:
@@ -41,6 +49,8 @@ def import_dataset(fmt: str, src: str | Path, out: str | Path, *, images: str = 
         out: the dataset directory to write (atomically: an error leaves no half dataset).
         images: how images get into ``out``: ``link`` (hard link, else copy), ``copy``,
             ``symlink``, or ``reference`` (records keep absolute paths to ``src``).
+        keep_unlabeled: pickapic only: keep ``has_label = False`` rows as unlabelled records.
+        keep_identical: pickapic only: keep ``are_different = False`` rows.
 
     Raises:
         DatasetError: unknown format, or input not in that format (naming the file and why).
@@ -50,11 +60,16 @@ def import_dataset(fmt: str, src: str | Path, out: str | Path, *, images: str = 
     src, out = Path(src), Path(out)
     if not src.exists():
         raise DatasetError(f"{src}: no such file or directory")
+    options = {"keep_unlabeled": keep_unlabeled, "keep_identical": keep_identical}
+    if fmt != "pickapic" and any(options.values()):
+        given = ", ".join(k for k, v in options.items() if v)
+        raise DatasetError(f"{given}: only the pickapic format has such rows; {fmt} has no such option")
     module = importlib.import_module(IMPORT_FORMATS[fmt])
     report = ImportReport()
     placer = ImagePlacer(out, images, report)
-    with DatasetWriter(out) as writer:
-        for record in module.read(src, placer):
+    kwargs = options if fmt == "pickapic" else {}
+    with DatasetWriter(out, check_images="off") as writer:  # the placer counts missing images
+        for record in module.read(src, placer, **kwargs):
             writer.write(record)
             report.records += 1
     return report

@@ -1,11 +1,13 @@
 """HPD v2 (Wu et al., "Human Preference Score v2").
 
-* ``train.json``: a list of pairs ``{"human_preference": [1, 0], "prompt", "file_path": [a, b], ...}``
-  with the images under ``train/``. ``human_preference`` marks the preferred image with 1;
-  ``[1, 1]`` or ``[0, 0]`` is a tie, kept as ``ranks=[0, 0]``.
+* ``train.json``: a list of pairs ``{"human_preference": [1, 0], "prompt", "file_path": [a, b],
+  "user_hash", ...}`` with the images under ``train/``. ``human_preference`` marks the preferred
+  image with 1; ``[1, 1]`` or ``[0, 0]`` is a tie, kept as ``ranks=[0, 0]``. ``user_hash`` (the
+  annotator) becomes ``Record.user``.
 * ``test.json``: a list of ``{"prompt", "image_path": [...], "rank": [...], "raw_annotations":
   [{"rank", "user_hash"}, ...]}`` with the images under ``test/``; ``rank`` (lower is better)
-  becomes the record's ranks and the annotations stay in meta.
+  becomes the record's ranks; the record has no single user, and ``raw_annotations`` (each
+  annotator's rank and ``user_hash``) stay in meta as written.
 """
 
 from __future__ import annotations
@@ -50,11 +52,17 @@ def read(src: Path, placer: ImagePlacer) -> Iterator[Record]:
                 placer.place(first_existing([root / split / f, root / f]), f"images/{FORMAT}/{split}/{f}")
                 for f in files
             ]
-            meta = {k: v for k, v in item.items() if k not in ("prompt", "image_path", "file_path", "rank")}
+            # A train pair is one annotator's choice: user_hash becomes the record's user (as in
+            # HPD v1), so splits by user work. A test ranking is several annotators' consensus:
+            # no single user; raw_annotations keep each annotator's rank and user_hash in meta.
+            dropped = ("prompt", "image_path", "file_path", "rank") + (() if ranked else ("user_hash",))
+            meta = {k: v for k, v in item.items() if k not in dropped}
+            user = None if ranked or item.get("user_hash") is None else str(item["user_hash"])
             rec = Record(
                 id=f"{FORMAT}:{split}:{i}",
                 prompt=item["prompt"],
                 images=images,
+                user=user,
                 source=FORMAT,
                 split=split,
                 meta=meta,

@@ -1,7 +1,8 @@
 """Pick-a-Pic (Kirstain et al.): Parquet shards of pairs with the images embedded as bytes.
 
 Columns used: ``caption``, ``jpg_0``/``jpg_1`` (image bytes, written out as files),
-``label_0``/``label_1`` (1/0 for a choice, 0.5/0.5 for a tie), ``user_id``; ``model_0``,
+``label_0``/``label_1`` (1/0 for a choice, 0.5/0.5 for a tie), ``has_label`` and
+``are_different`` (see :func:`read` for what is skipped), ``user_id``; ``model_0``,
 ``model_1``, ``ranking_id`` and the other scalar columns are kept in meta. Shards are read a
 batch at a time, so memory stays bounded however large they are.
 """
@@ -29,8 +30,27 @@ def _extension(data: bytes) -> str:
     return ".jpg"
 
 
-def read(src: Path, placer: ImagePlacer) -> Iterator[Record]:
-    """Records of a Pick-a-Pic Parquet shard, or of every shard in a directory."""
+LABELLED = ((1.0, 0.0), (0.0, 1.0), (0.5, 0.5))
+SKIP_UNLABELLED = "has_label = False: no human judgement"
+SKIP_IDENTICAL = "are_different = False: the same image twice"
+
+
+def read(
+    src: Path, placer: ImagePlacer, *, keep_unlabeled: bool = False, keep_identical: bool = False
+) -> Iterator[Record]:
+    """Records of a Pick-a-Pic Parquet shard, or of every shard in a directory.
+
+    Args:
+        keep_unlabeled: keep ``has_label = False`` rows as records without a label (default:
+            skip them, counted, as PickScore's trainer does on its evaluation splits: they are
+            not human judgements).
+        keep_identical: keep ``are_different = False`` rows (the same image shown twice; default:
+            skip them, counted: no preference can exist between them).
+
+    Raises:
+        DatasetError: not Parquet, missing columns, an empty image, or a labelled row whose labels
+            are not (1, 0), (0, 1) or (0.5, 0.5), naming the file and the row.
+    """
     paths = sorted(src.rglob("*.parquet")) if src.is_dir() else [src]
     if not paths:
         raise DatasetError(f"{src}: no Parquet files: not a Pick-a-Pic directory")
@@ -46,12 +66,29 @@ def read(src: Path, placer: ImagePlacer) -> Iterator[Record]:
         row = 0
         for batch in pf.iter_batches(batch_size=256):
             for item in batch.to_pylist():
-                yield _record(item, path, row, split, placer)
+                # bool in the published shards, 0/1 in some re-exports; a shard without the
+                # column is all labelled (and all different).
+                labelled = item.get("has_label") is None or bool(item["has_label"])
+                identical = item.get("are_different") is not None and not bool(item["are_different"])
+                if not labelled and not keep_unlabeled:
+                    placer.report.skip(SKIP_UNLABELLED)
+                elif identical and not keep_identical:
+                    placer.report.skip(SKIP_IDENTICAL)
+                else:
+                    yield _record(item, path, row, split, placer, labelled)
                 row += 1
 
 
-def _record(item: dict, path: Path, row: int, split: str | None, placer: ImagePlacer) -> Record:
+def _record(
+    item: dict, path: Path, row: int, split: str | None, placer: ImagePlacer, labelled: bool
+) -> Record:
     key = str(item.get("ranking_id") or item.get("__key__") or f"{path.stem}-{row}")
+    labels = (_label(item["label_0"]), _label(item["label_1"]))
+    if labelled and labels not in LABELLED:
+        raise DatasetError(
+            f"{path}: row {row}: labels (label_0, label_1) = ({item['label_0']}, {item['label_1']}) on a "
+            "labelled row; Pick-a-Pic labels are (1, 0), (0, 1) or (0.5, 0.5) for a tie"
+        )
     images = []
     for k in (0, 1):
         data = item[f"jpg_{k}"]
@@ -59,7 +96,6 @@ def _record(item: dict, path: Path, row: int, split: str | None, placer: ImagePl
             raise DatasetError(f"{path}: row {row}: jpg_{k} is empty")
         uid = item.get(f"image_{k}_uid") or f"{key}_{k}"
         images.append(placer.write_bytes(data, f"images/{FORMAT}/{uid}{_extension(data)}"))
-    labels = (float(item["label_0"]), float(item["label_1"]))
     meta = {
         k: v
         for k, v in item.items()
@@ -75,8 +111,17 @@ def _record(item: dict, path: Path, row: int, split: str | None, placer: ImagePl
         split=split,
         meta=meta,
     )
-    if labels in ((1.0, 0.0), (0.0, 1.0)):
-        rec.chosen = labels.index(1.0)
-    else:  # 0.5 / 0.5: a tie
+    if not labelled:
+        return rec  # kept on request (--keep-unlabeled): no choice, no tie
+    if labels == (0.5, 0.5):
         rec.ranks = [0, 0]
+    else:
+        rec.chosen = labels.index(1.0)
     return rec
+
+
+def _label(value) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
