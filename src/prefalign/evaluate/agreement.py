@@ -223,7 +223,9 @@ class Agreement(Metric):
     def update(self, votes: Sequence[Vote], credits: dict[str, np.ndarray]) -> None:
         """Add votes and each scorer's ``vote_credit`` on them."""
         self._names.update({stable_key(v.user): v.user for v in votes})
-        matrix = np.stack([np.asarray(credits[n], dtype=np.float64) for n in self.scorer_names], axis=1)
+        # No scorer (human against human, step 4 of the annotation flow): a (votes, 0) matrix.
+        columns = [np.asarray(credits[n], dtype=np.float64).reshape(-1) for n in self.scorer_names]
+        matrix = np.stack(columns, axis=1) if columns else np.zeros((len(votes), 0))
         self.keys.append(torch.as_tensor(_vote_keys(votes), device=self.device))
         self.credits.append(torch.as_tensor(matrix.reshape(len(votes), -1), device=self.device))
 
