@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    from prefalign.cli.options import refuse_repeated_options
+
+    refuse_repeated_options(parser)  # `--model A --model B` never silently keeps only B
     return parser
 
 
