@@ -54,6 +54,16 @@ def expand_images(paths: list[str]) -> list[str]:
     return out
 
 
+def describe_scorer(scorer) -> str:
+    """One line saying which score kind a scorer uses and what decided it."""
+    from prefalign.scoring.catalog import SCORE_KINDS
+
+    source = getattr(scorer, "kind_source", None)
+    return f"scoring with {scorer.name}: kind {scorer.kind} = {SCORE_KINDS.get(scorer.kind, scorer.kind)}" + (
+        f" (kind from {source})" if source else ""
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from prefalign.scoring import list_scorers, load_scorer
 
@@ -89,7 +99,15 @@ def run(args: argparse.Namespace) -> int:
         records = [(args.prompt, images)]
         rows = [{"image": img, "prompt": args.prompt} for img in images]
 
-    scorer = load_scorer(args.model, device=args.device, precision=args.precision, compile=args.compile)
+    scorer = load_scorer(
+        args.model,
+        device=args.device,
+        precision=args.precision,
+        compile=args.compile,
+        kind=args.kind,
+        tokenizer=args.tokenizer,
+    )
+    print(describe_scorer(scorer), file=sys.stderr)
     if scorer.uses_text and args.prompt is not None and not args.prompt.strip():
         raise CommandError("--prompt is empty")
     from prefalign.scoring.distributed import process_rank, score_records_sharded

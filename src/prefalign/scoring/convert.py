@@ -295,11 +295,9 @@ def load_tokenizer(source: str | Path):
 
 
 def _check_tokenizer(tokenizer, vocab_size: int, tokenizer_source: str) -> None:
-    if len(tokenizer) > vocab_size:
-        raise ConversionError(
-            f"{tokenizer_source}: tokenizer has {len(tokenizer)} tokens but the checkpoint's vocabulary "
-            f"has {vocab_size}: wrong tokenizer for this model"
-        )
+    from prefalign.scoring.tokenizer_check import check_tokenizer
+
+    check_tokenizer(tokenizer, vocab_size, tokenizer_source)
     if tokenizer.eos_token_id != vocab_size - 1:
         warnings.warn(
             f"{tokenizer_source}: end-of-text id {tokenizer.eos_token_id} is not the last id "
@@ -433,9 +431,7 @@ def convert_checkpoint(
     else:
         from prefalign.scoring.load import _load_clip
 
-        model, tok = _load_clip(str(src))
-        if tokenizer is not None:
-            tok = load_tokenizer(tokenizer)
+        model, tok = _load_clip(str(src), tokenizer=tokenizer)  # the tokenizer is checked there
         head = None
     spec = ScorerSpec(
         kind=kind or default_kind,
