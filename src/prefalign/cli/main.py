@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except PrefalignError as exc:
         print(f"prefalign {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", 2))  # 1: nothing evaluated (evaluate.errors)
     except KeyboardInterrupt:
         print(f"prefalign {args.command}: interrupted", file=sys.stderr)
         return 130

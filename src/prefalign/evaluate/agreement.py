@@ -28,6 +28,7 @@ from torchmetrics import Metric
 from prefalign.data.dataset import Dataset
 from prefalign.evaluate.errors import EvaluationError
 from prefalign.evaluate.labels import stable_key
+from prefalign.scoring.ties import score_order
 
 
 @dataclass
@@ -100,7 +101,9 @@ def votes_from_dataset(dataset: Dataset) -> list[Vote]:
         item = str(rec.meta.get("item") or "\0".join(sorted(rec.images)))
         votes.append(Vote(index, str(rec.user), item, rec.prompt, images, winner))
     if not votes:
-        raise EvaluationError(f"{dataset.root}: no votes")
+        from prefalign.evaluate.errors import NothingEvaluated
+
+        raise NothingEvaluated(f"{dataset.root}: 0 votes to evaluate (the votes dataset has no records)")
     return votes
 
 
@@ -118,8 +121,8 @@ def vote_credit(votes: Sequence[Vote], scores: Sequence[np.ndarray]) -> np.ndarr
     for v, (vote, s) in enumerate(zip(votes, scores)):
         if vote.winner is None or not np.all(np.isfinite(s)):
             continue
-        won, lost = s[vote.winner], s[1 - vote.winner]
-        credit[v] = 1.0 if won > lost else 0.5 if won == lost else 0.0
+        order = score_order(s[vote.winner], s[1 - vote.winner])  # equal within the one tolerance
+        credit[v] = 1.0 if order > 0 else 0.5 if order == 0 else 0.0
     return credit
 
 
