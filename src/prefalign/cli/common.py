@@ -55,6 +55,16 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
     )
 
 
+def describe_scorer(scorer) -> str:
+    """One line saying which score kind a scorer uses and what decided it."""
+    from prefalign.scoring.catalog import SCORE_KINDS
+
+    source = getattr(scorer, "kind_source", None)
+    return f"scoring with {scorer.name}: kind {scorer.kind} = {SCORE_KINDS.get(scorer.kind, scorer.kind)}" + (
+        f" (kind from {source})" if source else ""
+    )
+
+
 def write_table(rows: Sequence[dict[str, Any]], out: str | Path, columns: Sequence[str]) -> Path:
     """Write rows as Parquet or CSV (by the extension), atomically."""
     out = Path(out)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from prefalign.cli.common import add_model_args, format_table, write_table
+from prefalign.cli.common import add_model_args, describe_scorer, format_table, write_table
 from prefalign.cli.main import CommandError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -52,16 +52,6 @@ def expand_images(paths: list[str]) -> list[str]:
         else:
             out.append(given)  # missing files are reported by the scorer with the others
     return out
-
-
-def describe_scorer(scorer) -> str:
-    """One line saying which score kind a scorer uses and what decided it."""
-    from prefalign.scoring.catalog import SCORE_KINDS
-
-    source = getattr(scorer, "kind_source", None)
-    return f"scoring with {scorer.name}: kind {scorer.kind} = {SCORE_KINDS.get(scorer.kind, scorer.kind)}" + (
-        f" (kind from {source})" if source else ""
-    )
 
 
 def run(args: argparse.Namespace) -> int:

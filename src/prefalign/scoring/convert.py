@@ -429,9 +429,10 @@ def convert_checkpoint(
         model, tok, head = _aesthetic(src, base)
         provenance.update(sha256=_sha256(src), base=str(base))
     else:
-        from prefalign.scoring.load import _load_clip
+        from prefalign.scoring.load import HUB_TOKENIZERS, _load_clip
 
-        model, tok = _load_clip(str(src), tokenizer=tokenizer)  # the tokenizer is checked there
+        # the tokenizer is checked there; PickScore's hub repo has none (its authors load laion's)
+        model, tok = _load_clip(str(src), tokenizer=tokenizer or HUB_TOKENIZERS.get(str(src)))
         head = None
     spec = ScorerSpec(
         kind=kind or default_kind,

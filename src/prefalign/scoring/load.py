@@ -38,6 +38,9 @@ HUB_MODELS: dict[str, tuple[str, str, str]] = {
     "clip-vit-b-32": ("openai/clip-vit-base-patch32", "clip", "center-crop"),
     "clip-vit-h-14": ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "clip", "center-crop"),
 }
+# Hub models whose repository holds no tokenizer, and where their authors load it from (the
+# PickScore README: processor from laion/CLIP-ViT-H-14-laion2B-s32B-b79K, model PickScore_v1).
+HUB_TOKENIZERS: dict[str, str] = {"yuvalkirstain/PickScore_v1": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"}
 # Converted checkpoints: name -> how to make it (the release file and the convert family).
 CONVERTED_MODELS: dict[str, tuple[str, str]] = {
     "hps-v1": ("hpc.pt", "hps-v1"),
@@ -127,7 +130,7 @@ def load_scorer(
 
     source = str(path) if path.exists() else target
     spec = _read_spec(path) if path.exists() else None
-    model, tok = _load_clip(source, tokenizer=tokenizer)
+    model, tok = _load_clip(source, tokenizer=tokenizer or HUB_TOKENIZERS.get(source))
     kind_source = f"{SPEC_FILE}"
     if spec is None:
         spec, kind_source = _default_spec(source, model, hub_defaults, warn=not kind_override)
