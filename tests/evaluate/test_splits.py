@@ -8,7 +8,6 @@ import pytest
 
 from prefalign.cli.main import main
 from prefalign.data import Record, save_dataset
-from prefalign.evaluate.splits import select_split
 
 
 def _pairs(prefix: str, n: int, split: str | None, **label) -> list[Record]:
@@ -119,5 +118,7 @@ def test_other_eval_commands_with_nothing_to_evaluate_exit_1(tmp_path, capsys):
     ],
 )
 def test_select_split_rules(splits, split, evaluated, tuning):
+    from prefalign.evaluate.splits import select_split
+
     chosen = select_split(splits, split, where="d")
     assert (chosen.evaluated, chosen.tuning) == (evaluated, tuning)

@@ -11,7 +11,6 @@ import pytest
 from prefalign.cli.main import main
 from prefalign.data import Record, save_dataset
 from prefalign.scoring import load_scorer
-from prefalign.scoring.ties import SCORE_RTOL, score_order
 
 
 @pytest.fixture
@@ -26,6 +25,8 @@ def files(images, tmp_path):
 
 
 def test_repeated_images_are_scored_once_and_share_the_score(tiny_hps_dir, files):
+    from prefalign.scoring.ties import score_order
+
     (a, b, c, d), copy = files
     scorer = load_scorer(tiny_hps_dir, device="cpu")
     encoded = []
@@ -85,6 +86,7 @@ def test_one_tolerance_decides_ties_everywhere():
     from prefalign.evaluate.agreement import Vote, vote_credit
     from prefalign.evaluate.compare import paired_comparison
     from prefalign.evaluate.preference import preference_accuracy
+    from prefalign.scoring.ties import SCORE_RTOL, score_order
 
     s = 25.0
     noise = s * SCORE_RTOL / 10  # fp32 batch noise: far below the tolerance

@@ -10,7 +10,6 @@ import torch
 
 from prefalign.cli.main import main
 from prefalign.scoring import convert_checkpoint, load_scorer
-from prefalign.scoring.tokenizer_check import TokenizerError
 
 
 @pytest.fixture
@@ -60,6 +59,8 @@ def test_score_command_says_which_kind(hf_dirs, images, tmp_path, capsys):
 
 
 def test_model_without_tokenizer_files_is_refused(tiny_clip_dir, tiny_tokenizer_dir, tmp_path, capsys):
+    from prefalign.scoring.tokenizer_check import TokenizerError
+
     bare = _model_only(tiny_clip_dir, tmp_path / "PickScore_v1")
     with pytest.raises(TokenizerError, match=r"PickScore_v1: no tokenizer files.*--tokenizer"):
         load_scorer(bare, device="cpu")
@@ -76,6 +77,7 @@ def test_model_without_tokenizer_files_is_refused(tiny_clip_dir, tiny_tokenizer_
 
 
 def test_tokenizer_of_another_vocabulary_is_refused(tmp_path, tiny_tokenizer_dir):
+    from prefalign.scoring.tokenizer_check import TokenizerError
     from prefalign.testing.clip import save_tiny_clip
 
     bigger = save_tiny_clip(tmp_path / "big", vocab_size=1000)
