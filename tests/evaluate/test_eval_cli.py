@@ -166,3 +166,21 @@ def test_bad_inputs_are_one_clear_line(choice_data, tiny_hps_model, tmp_path, ca
             args,
             err,
         )
+
+
+def test_images_hps_metric_is_100_cos_even_for_a_plain_clip_directory(tmp_path, tiny_clip_dir, capsys):
+    """The metric fixes the kind: a plain CLIP directory as --hps-model was scored as bare cosine."""
+    generated_set(tmp_path / "gen", ["a red cat", "a blue dog"], [0, 0], seed=0)
+    code = main(
+        [
+            "eval", "images", "--images", str(tmp_path / "gen"), "--metrics", "clip,hps",
+            "--clip-model", str(tiny_clip_dir), "--hps-model", str(tiny_clip_dir), "-o", str(tmp_path / "r"),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "kind hps = 100 * cos(i, t)" in out and "kind clip = cos(i, t)" in out
+    groups = json.loads((tmp_path / "r" / "report.json").read_text())["groups"]["all"]
+    clip = groups["clip"].get("value", groups["clip"].get("mean"))
+    hps = groups["hps"].get("value", groups["hps"].get("mean"))
+    assert hps == pytest.approx(100 * clip, rel=1e-5)

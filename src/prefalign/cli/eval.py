@@ -286,8 +286,10 @@ def run_images_command(args: argparse.Namespace) -> int:
         if not models[m]:
             raise CommandError(f"the {m} metric needs --{m}-model")
         name = models[m]
-        if m in ("clip", "aesthetic") and not name.startswith(f"{m}:"):
-            name = f"{m}:{name}"  # the metric fixes the score kind (the CLIP score is plain cosine)
+        if not name.startswith(f"{m}:"):
+            # the metric fixes the score kind (the CLIP score is plain cosine, HPS 100 * cosine),
+            # whatever a plain model directory would default to
+            name = f"{m}:{name}"
         scorers[m] = _load_scorers([name], args)[0]
     feature = _feature_extractor(args.feature_extractor)
     run = run_images(
