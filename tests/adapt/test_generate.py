@@ -135,6 +135,33 @@ def test_adapter_for_another_architecture_is_refused(tmp_path, tiny_sd, other_sd
         generate(tiny_sd, ["a red circle"], [0], tmp_path / "y", lora=foreign, settings=FAST)
 
 
+def test_lora_as_a_file_or_a_directory_with_a_weight_name(tmp_path, tiny_sd, trained_lora):
+    """diffusers' load_lora_weights takes a file path; `--lora FILE.safetensors` was refused."""
+    import shutil
+
+    from prefalign.adapt.adapter import LORA_WEIGHTS_FILE
+
+    generate(tiny_sd, ["a red circle"], [0], tmp_path / "dir", lora=trained_lora, settings=FAST)
+    file = trained_lora / LORA_WEIGHTS_FILE
+    report = generate(tiny_sd, ["a red circle"], [0], tmp_path / "file", lora=file, settings=FAST)
+    assert report.negative_prompt == "Weird image."  # the info beside the file still applies
+    by_dir, by_file = load_dataset(tmp_path / "dir"), load_dataset(tmp_path / "file")
+    np.testing.assert_array_equal(_pixels(by_dir, by_dir[0]), _pixels(by_file, by_file[0]))
+    # a directory with several weight files: an error naming them, or --lora-weight-name
+    several = shutil.copytree(trained_lora, tmp_path / "several")
+    shutil.copy(file, several / "other.safetensors")
+    with pytest.raises(
+        AdaptError, match=r"2 weight files \(other.safetensors, pytorch_lora_weights.safetensors\)"
+    ):
+        generate(tiny_sd, ["a"], [0], tmp_path / "x", lora=several, settings=FAST)
+    generate(
+        tiny_sd, ["a red circle"], [0], tmp_path / "named", lora=several, lora_weight_name="other.safetensors",
+        settings=GenerationSettings(steps=3, negative_prompt="Weird image."),
+    )  # fmt: skip
+    named = load_dataset(tmp_path / "named")
+    np.testing.assert_array_equal(_pixels(by_dir, by_dir[0]), _pixels(named, named[0]))
+
+
 def test_missing_adapter_and_missing_base_components(tmp_path, tiny_sd):
     from .conftest import copy_without
 

@@ -81,6 +81,27 @@ def test_agreement_and_compare_commands(tmp_path, capsys):
     assert code == 0 and "win_rate_b" in capsys.readouterr().out
 
 
+def test_agreement_without_a_model_is_human_against_human(tmp_path, capsys):
+    """Step 4 of the annotation flow: votes only, no --model (was a traceback in np.stack)."""
+    votes_dataset(
+        tmp_path / "votes",
+        [
+            ("u1", "i", ("x.png", "y.png"), 0),
+            ("u2", "i", ("x.png", "y.png"), 0),
+            ("u3", "i", ("x.png", "y.png"), 1),
+            ("u1", "j", ("x.png", "z.png"), 1),
+            ("u2", "j", ("x.png", "z.png"), 1),
+        ],
+    )
+    code = main(["eval", "agreement", "--votes", str(tmp_path / "votes"), "-o", str(tmp_path / "r")])
+    assert code == 0
+    out = capsys.readouterr().out
+    # u1: 2 of 3 others agree (u2 on i and j; not u3); u2 likewise 2/3; u3: 0 of 2 -> mean 4/9.
+    assert "human (vs the others)  0.444 ± 0.314  3" in out
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["scorers"] == {}
+
+
 def test_images_with_a_custom_feature_extractor(tmp_path, capsys):
     noise_images(tmp_path / "gen", 10, seed=0)
     noise_images(tmp_path / "ref", 8, seed=1)
@@ -145,3 +166,21 @@ def test_bad_inputs_are_one_clear_line(choice_data, tiny_hps_model, tmp_path, ca
             args,
             err,
         )
+
+
+def test_images_hps_metric_is_100_cos_even_for_a_plain_clip_directory(tmp_path, tiny_clip_dir, capsys):
+    """The metric fixes the kind: a plain CLIP directory as --hps-model was scored as bare cosine."""
+    generated_set(tmp_path / "gen", ["a red cat", "a blue dog"], [0, 0], seed=0)
+    code = main(
+        [
+            "eval", "images", "--images", str(tmp_path / "gen"), "--metrics", "clip,hps",
+            "--clip-model", str(tiny_clip_dir), "--hps-model", str(tiny_clip_dir), "-o", str(tmp_path / "r"),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "kind hps = 100 * cos(i, t)" in out and "kind clip = cos(i, t)" in out
+    groups = json.loads((tmp_path / "r" / "report.json").read_text())["groups"]["all"]
+    clip = groups["clip"].get("value", groups["clip"].get("mean"))
+    hps = groups["hps"].get("value", groups["hps"].get("mean"))
+    assert hps == pytest.approx(100 * clip, rel=1e-5)

@@ -174,6 +174,23 @@ def aesthetic_mlp(sd: StateDict, embedding: torch.Tensor) -> torch.Tensor:
     return x[:, 0]
 
 
+def aesthetic_relu_mlp(sd: StateDict, embedding: torch.Tensor) -> torch.Tensor:
+    """The ReLU variant of the aesthetic predictor (``ava+logos-l14-reluMSE.pth``) -> (n,).
+
+    ``layers`` = Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear,
+    ReLU, Linear (the released MLP with its commented ``nn.ReLU()`` lines active): a ReLU after
+    every Linear but the last.
+    """
+    sd = _f64(sd)
+    x = l2_normalise(embedding.to(torch.float64))
+    linear = (0, 3, 6, 9, 11)
+    for i in linear:
+        x = _linear(x, sd, f"layers.{i}")
+        if i != linear[-1]:
+            x = torch.clamp(x, min=0.0)
+    return x[:, 0]
+
+
 # --------------------------------------------------------------------------------------------
 # Tokens and pixels
 # --------------------------------------------------------------------------------------------
@@ -365,10 +382,13 @@ def random_resnet_clip_state_dict(*, seed: int = 0, vocab_size: int) -> StateDic
     return sd
 
 
-def random_aesthetic_state_dict(*, seed: int = 0, input_dim: int) -> StateDict:
-    """The improved-aesthetic-predictor ``MLP.layers`` state dict (``layers.0/2/4/6/7``)."""
+def random_aesthetic_state_dict(*, seed: int = 0, input_dim: int, relu: bool = False) -> StateDict:
+    """The improved-aesthetic-predictor ``MLP.layers`` state dict (``layers.0/2/4/6/7``, or
+    ``layers.0/3/6/9/11`` for the ReLU variant)."""
     g = torch.Generator().manual_seed(seed)
-    shapes = {0: (input_dim, 1024), 2: (1024, 128), 4: (128, 64), 6: (64, 16), 7: (16, 1)}
+    indices = (0, 3, 6, 9, 11) if relu else (0, 2, 4, 6, 7)
+    dims = ((input_dim, 1024), (1024, 128), (128, 64), (64, 16), (16, 1))
+    shapes = dict(zip(indices, dims))
     sd: StateDict = {}
     for idx, (d_in, d_out) in shapes.items():
         sd[f"layers.{idx}.weight"] = torch.randn(d_out, d_in, generator=g) * d_in**-0.5

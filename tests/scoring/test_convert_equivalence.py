@@ -456,6 +456,40 @@ def test_aesthetic_matches_reference(non_square, base_clip, tiny_clip_dir, tmp_p
     torch.testing.assert_close(scorer.score(images, PROMPTS[2]), first)
 
 
+def test_aesthetic_relu_variant_matches_reference(base_clip, tiny_clip_dir, tmp_path):
+    """``ava+logos-l14-reluMSE.pth`` (layers.0/3/6/9/11, ReLU between) is detected by its keys and
+    scores exactly as the released MLP with ReLU; read as the linear layout it would differ."""
+    dim = base_clip.config.projection_dim
+    mlp = ref.random_aesthetic_state_dict(seed=4, input_dim=dim, relu=True)
+    src = tmp_path / "ava+logos-l14-reluMSE.pth"
+    torch.save(mlp, src)
+    scorer = convert_and_load("aesthetic", src, tmp_path / "out", base=tiny_clip_dir)
+    assert scorer.kind == "aesthetic"
+    assert scorer.spec.head["type"] == "aesthetic-relu-mlp"
+    images = ref.random_images(4, SIZE, seed=31)
+    px = ref.pixels(images, None, SIZE)
+    embeddings = _hf_image_embeddings(base_clip, px)
+    expected = ref.aesthetic_relu_mlp(mlp, embeddings)
+    scale = float(expected.abs().max())
+    assert scale > 1e-3
+    assert_scores(scorer.score(images, PROMPTS[0]), expected, scale=scale)
+    # The ReLUs matter for these weights: without them the numbers are different.
+    no_relu = embeddings / embeddings.norm(dim=-1, keepdim=True)
+    for i in (0, 3, 6, 9, 11):
+        no_relu = no_relu @ mlp[f"layers.{i}.weight"].double().T + mlp[f"layers.{i}.bias"].double()
+    assert not torch.allclose(no_relu[:, 0], expected, rtol=1e-2)
+
+
+def test_aesthetic_unknown_layout_names_both(tmp_path, tiny_clip_dir):
+    mlp = ref.random_aesthetic_state_dict(seed=4, input_dim=8, relu=True)
+    mlp["layers.13.weight"] = torch.zeros(1, 1)
+    src = tmp_path / "odd.pth"
+    torch.save(mlp, src)
+    with pytest.raises(ConversionError, match=r"odd\.pth: not a LAION aesthetic MLP layout.*ReLU"):
+        convert_checkpoint("aesthetic", src, tmp_path / "out", base=tiny_clip_dir)
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # 4. PickScore (a Hugging Face CLIP directory, logit_scale.exp() * cos)
 # --------------------------------------------------------------------------------------------

@@ -58,28 +58,74 @@ def save_lora_adapter(unet, out: str | Path, info: dict[str, Any]) -> Path:
     return out
 
 
-def read_adapter_info(adapter: str | Path) -> dict[str, Any]:
-    """The ``prefalign_adapter.json`` of an adapter directory ({} for a foreign diffusers LoRA).
+# What diffusers' load_lora_weights reads as LoRA weights.
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def resolve_adapter(adapter: str | Path, weight_name: str | None = None) -> tuple[Path, str]:
+    """The directory and weight file of an adapter given as a file or a directory.
+
+    diffusers' ``load_lora_weights`` takes a directory plus ``weight_name``, or a file path; a
+    directory with several weight files makes it warn and take the first it lists. Here a
+    directory must hold exactly one top-level weight file, or ``weight_name`` chooses.
 
     Raises:
-        AdaptError: no such directory, or no LoRA weights in it.
+        AdaptError: no such file or directory, no weights, several without ``weight_name``.
     """
     path = Path(adapter)
+    if path.is_file():
+        if path.suffix not in WEIGHT_SUFFIXES:
+            raise AdaptError(
+                f"{adapter}: not a LoRA weights file (expected .safetensors or .bin, or a directory)"
+            )
+        if weight_name is not None and weight_name != path.name:
+            raise AdaptError(
+                f"{adapter}: a file was given, so --lora-weight-name {weight_name} does not apply"
+            )
+        return path.parent, path.name
     if not path.is_dir():
-        raise AdaptError(f"{adapter}: no such adapter directory")
-    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise AdaptError(f"{adapter}: no such adapter directory or LoRA weights file")
+    files = sorted(f.name for f in path.iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
+    if weight_name is not None:
+        if weight_name not in files:
+            raise AdaptError(
+                f"{adapter}: no weight file {weight_name!r} here (found: {', '.join(files) or 'none'})"
+            )
+        return path, weight_name
+    if not files:
         raise AdaptError(f"{adapter}: no LoRA weights (*.safetensors) in this directory")
-    info_file = path / ADAPTER_INFO_FILE
+    if len(files) > 1:
+        raise AdaptError(
+            f"{adapter}: {len(files)} weight files ({', '.join(files)}): choose one with --lora-weight-name NAME"
+        )
+    return path, files[0]
+
+
+def read_adapter_info(adapter: str | Path, weight_name: str | None = None) -> dict[str, Any]:
+    """The ``prefalign_adapter.json`` of an adapter ({} for a foreign diffusers LoRA, or when the
+    info describes another weight file of the directory).
+
+    Args:
+        adapter: the adapter directory, or its weights file.
+        weight_name: the weight file within a directory holding several.
+
+    Raises:
+        AdaptError: no such file or directory, or no (unambiguous) LoRA weights in it.
+    """
+    directory, name = resolve_adapter(adapter, weight_name)
+    info_file = directory / ADAPTER_INFO_FILE
     if not info_file.is_file():
         return {}
     try:
-        return json.loads(info_file.read_text(encoding="utf-8"))
+        info = json.loads(info_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise AdaptError(f"{info_file}: not valid JSON ({exc})") from None
+    return info if info.get("weights", LORA_WEIGHTS_FILE) == name else {}
 
 
-def load_adapter(pipe, adapter: str | Path) -> dict[str, Any]:
-    """Load a LoRA adapter into a pipeline after checking it was made for this UNet.
+def load_adapter(pipe, adapter: str | Path, weight_name: str | None = None) -> dict[str, Any]:
+    """Load a LoRA adapter (a directory, or a weights file) into a pipeline after checking it
+    was made for this UNet; ``weight_name`` chooses among several files of a directory.
 
     Returns:
         The adapter's info (``identifier`` is the negative prompt it was trained for, if any).
@@ -88,7 +134,8 @@ def load_adapter(pipe, adapter: str | Path) -> dict[str, Any]:
         AdaptError: the adapter was trained on a UNet of another architecture, or its weights do
             not fit this pipeline.
     """
-    info = read_adapter_info(adapter)
+    info = read_adapter_info(adapter, weight_name)
+    directory, name = resolve_adapter(adapter, weight_name)
     wanted = info.get("architecture")
     have = architecture_of(pipe.unet.config)
     if wanted is not None and wanted != have:
@@ -104,7 +151,7 @@ def load_adapter(pipe, adapter: str | Path) -> dict[str, Any]:
     verbosity = dlogging.get_verbosity()
     dlogging.set_verbosity_error()
     try:
-        pipe.load_lora_weights(str(adapter))
+        pipe.load_lora_weights(str(directory), weight_name=name)
     except (ValueError, RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AdaptError(f"{adapter}: LoRA weights do not fit this base ({first[:300]})") from None

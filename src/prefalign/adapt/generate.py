@@ -97,6 +97,7 @@ def generate(
     out: str | Path,
     *,
     lora: str | Path | None = None,
+    lora_weight_name: str | None = None,
     settings: GenerationSettings | None = None,
     best_of: int = 1,
     keep: int | None = None,
@@ -112,8 +113,10 @@ def generate(
         seeds: one image per prompt and seed; with ``best_of`` K, each seed s is a group whose
             K candidates use seeds s·K … s·K+K−1.
         out: output dataset directory (``records.parquet`` + ``images/``).
-        lora: a LoRA adapter directory; its identifier becomes the negative prompt unless
+        lora: a LoRA adapter directory or weights file (``.safetensors``, as diffusers'
+            ``load_lora_weights`` takes); its identifier becomes the negative prompt unless
             ``settings.negative_prompt`` says otherwise.
+        lora_weight_name: the weight file of a ``lora`` directory that holds several.
         settings: sampler settings.
         best_of: candidates per group (rejection sampling; Lee et al. draw 16 and keep 4).
         keep: candidates kept per group, highest reward first (default: 1 with best_of > 1).
@@ -147,7 +150,7 @@ def generate(
     pipe = load_pipeline(base, scheduler=settings.scheduler, device=device)
     info: dict[str, Any] = {}
     if lora is not None:
-        info = load_adapter(pipe, lora)
+        info = load_adapter(pipe, lora, lora_weight_name)
     negative = settings.negative_prompt
     if negative is None:
         identifier = info.get("identifier")

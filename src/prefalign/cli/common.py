@@ -14,13 +14,26 @@ from prefalign.cli.main import CommandError
 
 
 def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
-    """--model, --device, --precision, --batch-size, --compile."""
+    """--model, --kind, --tokenizer, --device, --precision, --batch-size, --compile."""
     p.add_argument(
         "--model",
         "-m",
         required=required,
         help="model directory, hub id, or known name (see `prefalign score --list-models`); "
         "prefix with KIND: (e.g. clip:DIR) to override the score kind",
+    )
+    from prefalign.scoring.catalog import SCORE_KINDS
+
+    p.add_argument(
+        "--kind",
+        choices=sorted(SCORE_KINDS),
+        help="the score kind (hps, clip, pickscore, aesthetic, reward); default: the model's prefalign.json, "
+        "the catalog's kind for a known name or hub id, else clip (ours: never guessed from a folder name)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        help="tokenizer directory or hub id for a model shipped without one (PickScore's is "
+        "laion/CLIP-ViT-H-14-laion2B-s32B-b79K, as in its authors' README)",
     )
     p.add_argument(
         "--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ... (default: auto)"
@@ -39,6 +52,16 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
         action="store_true",
         help="torch.compile the image tower with inductor freezing (faster on some CPUs, not all: measure "
         "with benchmarks/bench_score.py; a one-off compile of about a minute; falls back to eager if it fails)",
+    )
+
+
+def describe_scorer(scorer) -> str:
+    """One line saying which score kind a scorer uses and what decided it."""
+    from prefalign.scoring.catalog import SCORE_KINDS
+
+    source = getattr(scorer, "kind_source", None)
+    return f"scoring with {scorer.name}: kind {scorer.kind} = {SCORE_KINDS.get(scorer.kind, scorer.kind)}" + (
+        f" (kind from {source})" if source else ""
     )
 
 

@@ -55,7 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_scorer_args(pref, required=True)
     pref.add_argument(
-        "--split", help="evaluate only records of this split (validation still tunes the tie threshold)"
+        "--split",
+        help="the split to evaluate (default: test when the data have one, else the data's only split; "
+        "ours, as the papers report test accuracy). 'all' evaluates every split together (records a model "
+        "was trained on included, and stated). Validation records not evaluated tune the tie threshold",
     )
     pref.add_argument(
         "--tie-threshold", type=float, help="fixed tie threshold of tie-aware accuracy (default: tuned)"
@@ -178,8 +181,12 @@ def _is_main() -> bool:
     return process_group()[0] == 0
 
 
-def _finish(table: str, paths: dict) -> int:
+def _finish(table: str, paths: dict, scorers=()) -> int:
+    from prefalign.cli.common import describe_scorer
+
     print(table)
+    for scorer in scorers:  # which kind each scorer used, and what decided it
+        print(describe_scorer(scorer).replace("scoring with", "scorer"))
     print(f"\nreport: {paths['html']} (also {paths['markdown'].name}, {paths['json'].name})", file=sys.stderr)
     return 0
 
@@ -219,10 +226,11 @@ def run_preference_command(args: argparse.Namespace) -> int:
         if any(r[c] for r in rows)
     ]
     table = format_table(rows, columns)
+    table += f"\nevaluated: {run.selection['how']}"
     baseline = next(iter(run.results.values())).random_baseline
     if baseline is not None:
         table += f"\nrandom baseline of top1 (mean of 1/n): {baseline:.3f}"
-    return _finish(table, paths)
+    return _finish(table, paths, scorers)
 
 
 def run_agreement_command(args: argparse.Namespace) -> int:
@@ -231,9 +239,8 @@ def run_agreement_command(args: argparse.Namespace) -> int:
     from prefalign.evaluate import run_agreement, write_agreement_report
 
     votes = load_dataset(args.votes)
-    run = run_agreement(
-        votes, _load_scorers(args.model, args), batch_size=args.batch_size, progress=_progress(args)
-    )
+    scorers = _load_scorers(args.model, args)
+    run = run_agreement(votes, scorers, batch_size=args.batch_size, progress=_progress(args))
     if not _is_main():
         return 0
     paths = write_agreement_report(run, args.out)
@@ -247,7 +254,7 @@ def run_agreement_command(args: argparse.Namespace) -> int:
         }
         for name, s in entries
     ]
-    return _finish(format_table(rows, ["", "agreement", "participants"]), paths)
+    return _finish(format_table(rows, ["", "agreement", "participants"]), paths, scorers)
 
 
 def _feature_extractor(spec: str | None):
@@ -279,8 +286,10 @@ def run_images_command(args: argparse.Namespace) -> int:
         if not models[m]:
             raise CommandError(f"the {m} metric needs --{m}-model")
         name = models[m]
-        if m in ("clip", "aesthetic") and not name.startswith(f"{m}:"):
-            name = f"{m}:{name}"  # the metric fixes the score kind (the CLIP score is plain cosine)
+        if not name.startswith(f"{m}:"):
+            # the metric fixes the score kind (the CLIP score is plain cosine, HPS 100 * cosine),
+            # whatever a plain model directory would default to
+            name = f"{m}:{name}"
         scorers[m] = _load_scorers([name], args)[0]
     feature = _feature_extractor(args.feature_extractor)
     run = run_images(
@@ -310,7 +319,7 @@ def run_images_command(args: argparse.Namespace) -> int:
     table = format_table(rows, ["images", *metrics])
     for note in run.notes:
         table += f"\nnote: {note}"
-    return _finish(table, paths)
+    return _finish(table, paths, scorers.values())
 
 
 def run_compare_command(args: argparse.Namespace) -> int:
@@ -320,10 +329,11 @@ def run_compare_command(args: argparse.Namespace) -> int:
 
     a, b = load_dataset(args.a), load_dataset(args.b)
     votes = load_dataset(args.votes) if args.votes else None
+    scorers = _load_scorers(args.model, args)
     run = run_compare(
         a,
         b,
-        _load_scorers(args.model, args),
+        scorers,
         votes=votes,
         n_bootstrap=args.bootstrap,
         seed=args.seed,
@@ -348,4 +358,4 @@ def run_compare_command(args: argparse.Namespace) -> int:
     table = format_table(rows, ["scorer", "mean_a", "mean_b", "win_rate_b", "sign_test_p"])
     if run.votes:
         table += f"\nA/B study: {run.votes['votes_b']} votes for B, {run.votes['votes_a']} for A, {run.votes['ties']} ties"
-    return _finish(table, paths)
+    return _finish(table, paths, scorers)

@@ -47,7 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--base", required=True, help="Stable Diffusion 1.x diffusers directory (or hub id)")
-    p.add_argument("--lora", help="LoRA adapter directory (diffusers format)")
+    p.add_argument(
+        "--lora", help="LoRA adapter: a directory (diffusers format) or a weights file (.safetensors)"
+    )
+    p.add_argument(
+        "--lora-weight-name",
+        metavar="NAME",
+        help="the weight file of a --lora directory holding several (diffusers' weight_name)",
+    )
     p.add_argument(
         "--prompts", required=True, help="text file with one prompt per line, or a dataset directory"
     )
@@ -122,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         seeds,
         out,
         lora=args.lora,
+        lora_weight_name=args.lora_weight_name,
         settings=settings,
         best_of=args.best_of,
         keep=args.keep,

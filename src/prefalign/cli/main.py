@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    from prefalign.cli.options import refuse_repeated_options
+
+    refuse_repeated_options(parser)  # `--model A --model B` never silently keeps only B
     return parser
 
 
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except PrefalignError as exc:
         print(f"prefalign {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", 2))  # 1: nothing evaluated (evaluate.errors)
     except KeyboardInterrupt:
         print(f"prefalign {args.command}: interrupted", file=sys.stderr)
         return 130

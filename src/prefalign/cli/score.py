@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from prefalign.cli.common import add_model_args, format_table, write_table
+from prefalign.cli.common import add_model_args, describe_scorer, format_table, write_table
 from prefalign.cli.main import CommandError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -89,7 +89,15 @@ def run(args: argparse.Namespace) -> int:
         records = [(args.prompt, images)]
         rows = [{"image": img, "prompt": args.prompt} for img in images]
 
-    scorer = load_scorer(args.model, device=args.device, precision=args.precision, compile=args.compile)
+    scorer = load_scorer(
+        args.model,
+        device=args.device,
+        precision=args.precision,
+        compile=args.compile,
+        kind=args.kind,
+        tokenizer=args.tokenizer,
+    )
+    print(describe_scorer(scorer), file=sys.stderr)
     if scorer.uses_text and args.prompt is not None and not args.prompt.strip():
         raise CommandError("--prompt is empty")
     from prefalign.scoring.distributed import process_rank, score_records_sharded

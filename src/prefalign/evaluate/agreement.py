@@ -28,6 +28,7 @@ from torchmetrics import Metric
 from prefalign.data.dataset import Dataset
 from prefalign.evaluate.errors import EvaluationError
 from prefalign.evaluate.labels import stable_key
+from prefalign.scoring.ties import score_order
 
 
 @dataclass
@@ -100,7 +101,9 @@ def votes_from_dataset(dataset: Dataset) -> list[Vote]:
         item = str(rec.meta.get("item") or "\0".join(sorted(rec.images)))
         votes.append(Vote(index, str(rec.user), item, rec.prompt, images, winner))
     if not votes:
-        raise EvaluationError(f"{dataset.root}: no votes")
+        from prefalign.evaluate.errors import NothingEvaluated
+
+        raise NothingEvaluated(f"{dataset.root}: 0 votes to evaluate (the votes dataset has no records)")
     return votes
 
 
@@ -118,8 +121,8 @@ def vote_credit(votes: Sequence[Vote], scores: Sequence[np.ndarray]) -> np.ndarr
     for v, (vote, s) in enumerate(zip(votes, scores)):
         if vote.winner is None or not np.all(np.isfinite(s)):
             continue
-        won, lost = s[vote.winner], s[1 - vote.winner]
-        credit[v] = 1.0 if won > lost else 0.5 if won == lost else 0.0
+        order = score_order(s[vote.winner], s[1 - vote.winner])  # equal within the one tolerance
+        credit[v] = 1.0 if order > 0 else 0.5 if order == 0 else 0.0
     return credit
 
 
@@ -223,7 +226,9 @@ class Agreement(Metric):
     def update(self, votes: Sequence[Vote], credits: dict[str, np.ndarray]) -> None:
         """Add votes and each scorer's ``vote_credit`` on them."""
         self._names.update({stable_key(v.user): v.user for v in votes})
-        matrix = np.stack([np.asarray(credits[n], dtype=np.float64) for n in self.scorer_names], axis=1)
+        # No scorer (human against human, step 4 of the annotation flow): a (votes, 0) matrix.
+        columns = [np.asarray(credits[n], dtype=np.float64).reshape(-1) for n in self.scorer_names]
+        matrix = np.stack(columns, axis=1) if columns else np.zeros((len(votes), 0))
         self.keys.append(torch.as_tensor(_vote_keys(votes), device=self.device))
         self.credits.append(torch.as_tensor(matrix.reshape(len(votes), -1), device=self.device))
 

@@ -18,6 +18,7 @@ from torchmetrics import Metric
 
 from prefalign.data.dataset import Dataset
 from prefalign.evaluate.errors import EvaluationError
+from prefalign.scoring.ties import score_order
 
 
 @dataclass
@@ -104,8 +105,9 @@ def _counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     ok = np.isfinite(a) & np.isfinite(b)
     a, b = a[ok], b[ok]
+    order = score_order(b, a)  # equal within the one score tolerance is a tie
     return np.array(
-        [len(a), a.sum(), b.sum(), (b > a).sum(), (a > b).sum(), (a == b).sum()], dtype=np.float64
+        [len(a), a.sum(), b.sum(), (order > 0).sum(), (order < 0).sum(), (order == 0).sum()], dtype=np.float64
     )
 
 

@@ -12,7 +12,8 @@ What is measured (all in [0, 1]):
   (1/k for k tied images), which is what a random tie-break would earn on average.
 * ``pairwise_pooled``: over every image pair whose labels differ, the fraction the scorer
   orders the same way (ImageReward, PickScore style). Label ties are skipped; equal scores
-  earn 0.5.
+  earn 0.5 (equal within ``scoring.ties``' one tolerance, everywhere here, so that no number
+  depends on the batch size the scores were computed in).
 * ``pairwise_per_prompt``: the same, averaged within each prompt first, then over prompts
   (HPS v2 style), so prompts with many images do not dominate.
 * ``inversion``: HPS v2's score for rankings, ``1 - discordant pairs / all n(n-1)/2 pairs``
@@ -39,6 +40,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 from prefalign.data.dataset import Record
 from prefalign.evaluate.bootstrap import bootstrap_ci
 from prefalign.evaluate.labels import VALIDATION_SPLITS, human_ranks, is_ranking, stable_key
+from prefalign.scoring.ties import score_order, scores_tie
 
 # Columns of the per-record rows; one name per column so the row layout is defined once.
 UNIT_COLUMNS = (
@@ -96,14 +98,20 @@ class PreferenceResult:
 
 
 # ---------------------------------------------------------------------------- per-record rows
-def _signs(values: np.ndarray) -> np.ndarray:
-    """``sign(v_i - v_j)`` for every pair i < j, flattened in ``triu`` order."""
+def _signs(values: np.ndarray, *, scores: bool = False) -> np.ndarray:
+    """``sign(v_i - v_j)`` for every pair i < j, flattened in ``triu`` order; for ``scores``,
+    equal within the one score tolerance (``scoring.ties``) counts as 0."""
     i, j = np.triu_indices(len(values), k=1)
-    return np.sign(values[i] - values[j])
+    return score_order(values[i], values[j]) if scores else np.sign(values[i] - values[j])
 
 
-def _record_units(scores: Sequence[np.ndarray], records: Sequence[Record]) -> tuple[np.ndarray, np.ndarray]:
-    """One row of ``UNIT_COLUMNS`` per record, and its prompt key."""
+def _record_units(
+    scores: Sequence[np.ndarray], records: Sequence[Record], tuning: Sequence[bool] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One row of ``UNIT_COLUMNS`` per record, and its prompt key.
+
+    ``tuning`` marks the records that tune the tie threshold (default: those of a validation split).
+    """
     if len(scores) != len(records):
         raise ValueError(f"{len(scores)} score arrays for {len(records)} records")
     rows = np.zeros((len(records), len(UNIT_COLUMNS)))
@@ -112,7 +120,7 @@ def _record_units(scores: Sequence[np.ndarray], records: Sequence[Record]) -> tu
         s = np.asarray(s, dtype=np.float64)
         row = rows[r]
         prompts[r] = stable_key(record.prompt)
-        row[COL["validation"]] = float(record.split in VALIDATION_SPLITS)
+        row[COL["validation"]] = float(record.split in VALIDATION_SPLITS if tuning is None else tuning[r])
         ranks = human_ranks(record)
         row[COL["labelled"]] = float(ranks is not None and len(ranks) >= 2)
         row[COL["scored"]] = float(len(s) == len(record.images) and bool(np.all(np.isfinite(s))))
@@ -121,12 +129,12 @@ def _record_units(scores: Sequence[np.ndarray], records: Sequence[Record]) -> tu
         n = len(ranks)
         best = np.flatnonzero(ranks == ranks.min())
         if len(best) == 1:  # top-1 needs one best image
-            top = np.flatnonzero(s == s.max())
+            top = np.flatnonzero(scores_tie(s, s.max()))  # every image tied with the best
             row[COL["top1_valid"]] = 1.0
             row[COL["top1"]] = float(best[0] in top) / len(top)
             row[COL["baseline"]] = 1.0 / n
         # Lower rank is better and a higher score is better: agreement is opposite signs.
-        human, model = _signs(ranks), _signs(s)
+        human, model = _signs(ranks), _signs(s, scores=True)
         decided = human != 0
         agree = np.where(model == 0, 0.5, (human == -model).astype(np.float64))
         row[COL["pair_correct"]] = agree[decided].sum()
@@ -137,7 +145,7 @@ def _record_units(scores: Sequence[np.ndarray], records: Sequence[Record]) -> tu
             row[COL["inversion"]] = 1.0 - discordant / (n * (n - 1) / 2)
         if n == 2:
             row[COL["tie_valid"]] = 1.0
-            row[COL["tie_diff"]] = s[0] - s[1]
+            row[COL["tie_diff"]] = 0.0 if scores_tie(s[0], s[1]) else s[0] - s[1]
             row[COL["tie_label"]] = -np.sign(ranks[0] - ranks[1])
     return rows, prompts
 
@@ -329,7 +337,11 @@ class PreferenceAccuracy(Metric):
         self._seen = 0
 
     def update(
-        self, scores: Sequence[np.ndarray], records: Sequence[Record], indices: Sequence[int] | None = None
+        self,
+        scores: Sequence[np.ndarray],
+        records: Sequence[Record],
+        indices: Sequence[int] | None = None,
+        tuning: Sequence[bool] | None = None,
     ) -> None:
         """Add records and their scores.
 
@@ -338,8 +350,10 @@ class PreferenceAccuracy(Metric):
             records: the records.
             indices: each record's index in the whole dataset (needed when processes share the
                 work, so that results do not depend on the order of arrival).
+            tuning: which records tune the tie threshold instead of being evaluated (default:
+                those of a validation split).
         """
-        rows, prompts = _record_units(scores, records)
+        rows, prompts = _record_units(scores, records, tuning)
         if indices is None:
             indices = range(self._seen, self._seen + len(records))
         self._seen += len(records)

@@ -22,7 +22,7 @@ from prefalign.evaluate.agreement import Agreement, AgreementResult, Vote, vote_
 from prefalign.evaluate.bootstrap import bootstrap_ci
 from prefalign.evaluate.compare import PairedComparison, PairedResult, pair_generated_sets
 from prefalign.evaluate.distributed import gather_lists, metric_device, process_group, shard_range
-from prefalign.evaluate.errors import EvaluationError
+from prefalign.evaluate.errors import EvaluationError, NothingEvaluated
 from prefalign.evaluate.image_metrics import (
     IS_SPLITS,
     check_fid_input,
@@ -34,8 +34,9 @@ from prefalign.evaluate.image_metrics import (
     mean_score,
     score_correlation,
 )
-from prefalign.evaluate.labels import VALIDATION_SPLITS, human_ranks
+from prefalign.evaluate.labels import human_ranks
 from prefalign.evaluate.preference import PreferenceAccuracy, PreferenceResult
+from prefalign.evaluate.splits import select_split
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +104,13 @@ class PreferenceRun:
     results: dict[str, PreferenceResult]
     records: list[Record] = field(repr=False)
     scores: dict[str, list[np.ndarray]] = field(repr=False)
+    selection: dict = field(default_factory=dict)  # which split was evaluated, and why (splits.Selection)
 
     def to_dict(self) -> dict:
         return {
             "command": "preference",
             "dataset": self.dataset,
+            "selection": self.selection,
             "scorers": [{"name": n, "kind": k} for n, k in zip(self.scorers, self.kinds)],
             "results": {name: r.to_dict() for name, r in self.results.items()},
         }
@@ -130,23 +133,35 @@ def run_preference(
     Args:
         dataset: records with ``chosen``, ``ranks`` or ``ratings``.
         scorers: loaded scorers (``load_eval_scorer``).
-        split: evaluate only records of this split (validation records still tune the tie threshold).
+        split: the split to evaluate: None for the default (the test split, or the data's only
+            split), ``"all"`` for every split together, or a name (see ``evaluate.splits``);
+            validation records that are not evaluated tune the tie threshold.
         tie_threshold: a fixed tie threshold for tie-aware accuracy instead of tuning it.
         n_bootstrap, level, seed: the bootstrap confidence intervals.
         batch_size, progress: scoring.
 
     Raises:
-        EvaluationError: no record of the selection carries a preference label.
+        EvaluationError: no record carries a preference label, or the default split rule cannot
+            decide (several splits and no test split).
+        NothingEvaluated: 0 records evaluated (an empty split, none labelled, every image failed).
     """
-    selected = [
-        i for i, r in enumerate(dataset) if split is None or r.split == split or r.split in VALIDATION_SPLITS
-    ]
-    if not any((ranks := human_ranks(dataset[i])) is not None and len(ranks) >= 2 for i in selected):
-        where = f" of split {split!r}" if split else ""
+
+    def labelled(i: int) -> bool:
+        return (ranks := human_ranks(dataset[i])) is not None and len(ranks) >= 2
+
+    if not any(labelled(i) for i in range(len(dataset))):
         raise EvaluationError(
-            f"{dataset.root}: no record{where} has a preference label (`chosen`, `ranks` or `ratings` "
+            f"{dataset.root}: no record has a preference label (`chosen`, `ranks` or `ratings` "
             "over 2 or more images); eval preference needs them"
         )
+    chosen = select_split([r.split for r in dataset], split, where=str(dataset.root))
+    if not any(labelled(i) for i in chosen.evaluated):
+        raise NothingEvaluated(
+            f"{dataset.root}: 0 records evaluated: none of the {len(chosen.evaluated)} records of "
+            f"{chosen.what} has a preference label (choose another --split)"
+        )
+    selected = sorted(chosen.evaluated + chosen.tuning)
+    tuning_set = set(chosen.tuning)
     rank, world = process_group()
     shard = _local_shard(selected, rank=rank, world=world)
     names = unique_names(scorers)
@@ -162,9 +177,15 @@ def run_preference(
         metric = PreferenceAccuracy(
             tie_threshold=tie_threshold, n_bootstrap=n_bootstrap, level=level, seed=seed
         ).to(metric_device())
-        metric.update(local, records, indices=shard)
+        metric.update(local, records, indices=shard, tuning=[i in tuning_set for i in shard])
         results[name] = metric.compute()
         scores[name] = gather_lists(local)
+        if results[name].n_records == 0:
+            raise NothingEvaluated(
+                f"{dataset.root}: 0 records evaluated by {name}: all {results[name].n_skipped} records of "
+                f"{chosen.what} were skipped (no label, or an image that could not be scored: "
+                "see the warnings above)"
+            )
     return PreferenceRun(
         dataset=str(dataset.root),
         scorers=names,
@@ -172,6 +193,7 @@ def run_preference(
         results=results,
         records=[dataset[i] for i in selected],
         scores=scores,
+        selection=chosen.to_dict(),
     )
 
 
@@ -334,7 +356,9 @@ def run_images(
         raise EvaluationError("the fid metric needs --reference DIR (the real images to compare with)")
     items = image_items(source)
     if not items:
-        raise EvaluationError(f"{source}: no images")
+        raise NothingEvaluated(
+            f"{source}: 0 images to evaluate (no image files, or a dataset with no records)"
+        )
     if any(scorers[m].uses_text for m in SCORE_METRICS if m in metrics) and items[0].prompt is None:
         raise EvaluationError(
             f"{source}: a plain folder has no prompts; clip and hps need a dataset directory"
@@ -520,6 +544,8 @@ def run_compare(
         EvaluationError: the sets are not the same prompts and seeds, or no vote is on an A/B pair.
     """
     pairs = pair_generated_sets(a, b)
+    if not pairs:
+        raise NothingEvaluated(f"{a.root} and {b.root}: 0 image pairs to compare (both sets are empty)")
     rank, world = process_group()
     shard = _local_shard(pairs, rank=rank, world=world)
     results, cis = {}, {}

@@ -57,7 +57,8 @@ def write_preference_report(run: PreferenceRun, out: str | Path) -> dict[str, Pa
         f"Dataset `{run.dataset}`: {first.n_records} records evaluated, {first.n_pairs} labelled image "
         f"pairs, {first.n_skipped} records skipped (no label or a failed image); records of the "
         "validation split only tune the tie threshold. "
-        "Brackets hold 95% bootstrap confidence intervals over records (over prompts for the "
+        + (f"Evaluated: {run.selection['how']}. " if run.selection else "")
+        + "Brackets hold 95% bootstrap confidence intervals over records (over prompts for the "
         "per-prompt column)."
     ]
     if first.random_baseline is not None:

@@ -7,7 +7,9 @@ Families:
   ``text_projection``, ...), QuickGELU. The HPS v1 release ``hpc.pt`` is ``{'state_dict': ...}``.
 * ``hps-v2`` / ``hps-v2.1`` / ``open-clip`` — the open_clip layout (the same key names, often
   behind a ``module.`` prefix), exact GELU. The releases are ViT-H-14.
-* ``aesthetic`` — the LAION improved-aesthetic-predictor MLP, attached to a CLIP ViT-L/14 base.
+* ``aesthetic`` — the LAION improved-aesthetic-predictor MLP, attached to a CLIP ViT-L/14 base;
+  the linear releases (``layers.0/2/4/6/7``) and the ReLU one (``ava+logos-l14-reluMSE.pth``,
+  ``layers.0/3/6/9/11``) are told apart by their keys.
 * ``pickscore`` / ``hf-clip`` — a Hugging Face CLIP directory or hub id, saved as it is.
 
 Every dimension is read off the state dict. Only the number of attention heads cannot be: it
@@ -32,7 +34,7 @@ import torch
 from prefalign.data.images import Preprocess
 from prefalign.errors import PrefalignError, first_line
 from prefalign.scoring.catalog import FAMILIES
-from prefalign.scoring.heads import AestheticMLP, expected_aesthetic_keys
+from prefalign.scoring.heads import AESTHETIC_HEADS
 from prefalign.scoring.model_format import HEAD_FILE, SPEC_FILE, ScorerSpec
 
 logger = logging.getLogger(__name__)
@@ -293,11 +295,9 @@ def load_tokenizer(source: str | Path):
 
 
 def _check_tokenizer(tokenizer, vocab_size: int, tokenizer_source: str) -> None:
-    if len(tokenizer) > vocab_size:
-        raise ConversionError(
-            f"{tokenizer_source}: tokenizer has {len(tokenizer)} tokens but the checkpoint's vocabulary "
-            f"has {vocab_size}: wrong tokenizer for this model"
-        )
+    from prefalign.scoring.tokenizer_check import check_tokenizer
+
+    check_tokenizer(tokenizer, vocab_size, tokenizer_source)
     if tokenizer.eos_token_id != vocab_size - 1:
         warnings.warn(
             f"{tokenizer_source}: end-of-text id {tokenizer.eos_token_id} is not the last id "
@@ -429,11 +429,10 @@ def convert_checkpoint(
         model, tok, head = _aesthetic(src, base)
         provenance.update(sha256=_sha256(src), base=str(base))
     else:
-        from prefalign.scoring.load import _load_clip
+        from prefalign.scoring.load import HUB_TOKENIZERS, _load_clip
 
-        model, tok = _load_clip(str(src))
-        if tokenizer is not None:
-            tok = load_tokenizer(tokenizer)
+        # the tokenizer is checked there; PickScore's hub repo has none (its authors load laion's)
+        model, tok = _load_clip(str(src), tokenizer=tokenizer or HUB_TOKENIZERS.get(str(src)))
         head = None
     spec = ScorerSpec(
         kind=kind or default_kind,
@@ -467,13 +466,19 @@ def _aesthetic(src: Path, base: str | Path):
     from prefalign.scoring.load import _load_clip
 
     state = read_state_dict(src)
-    expected = expected_aesthetic_keys()
-    if set(state) != expected:
+    # The layout is read off the keys: linear (layers.0/2/4/6/7) or ReLU (layers.0/3/6/9/11).
+    cls = next((c for c in AESTHETIC_HEADS if set(state) == c.expected_keys()), None)
+    if cls is None:
+        reports = [
+            f"{c.head_type}: "
+            + _key_report(sorted(c.expected_keys() - set(state)), sorted(set(state) - c.expected_keys()))
+            for c in AESTHETIC_HEADS
+        ]
         raise ConversionError(
-            f"{src}: not the LAION aesthetic MLP layout: "
-            + _key_report(sorted(expected - set(state)), sorted(set(state) - expected))
+            f"{src}: not a LAION aesthetic MLP layout (linear: layers.0/2/4/6/7, ReLU: "
+            f"layers.0/3/6/9/11): " + " | ".join(reports)
         )
-    head = AestheticMLP(AestheticMLP.dims_from_state_dict(state))
+    head = cls(cls.dims_from_state_dict(state))
     try:
         head.load_state_dict({k: v.float() for k, v in state.items()})
     except RuntimeError as exc:

@@ -5,48 +5,78 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# The LAION improved-aesthetic-predictor: Linear layers at these Sequential indices (the
-# others are Dropout), with no activation in between, exactly as released.
+# The LAION improved-aesthetic-predictor (christophschuhmann/improved-aesthetic-predictor), as
+# released: Linear layers at these Sequential indices, Dropout between them, no activation
+# (``sac+logos+ava1-l14-linearMSE.pth``, ``ava+logos-l14-linearMSE.pth``).
 AESTHETIC_LINEAR_INDICES = (0, 2, 4, 6, 7)
 _AESTHETIC_DROPOUT = {1: 0.2, 3: 0.2, 5: 0.1}
+# Its ReLU variant (``ava+logos-l14-reluMSE.pth``): the same MLP with the ``nn.ReLU()`` lines of
+# the released training script uncommented, which moves the Linear layers to these indices.
+AESTHETIC_RELU_LINEAR_INDICES = (0, 3, 6, 9, 11)
+_AESTHETIC_RELU_INDICES = (1, 4, 7, 10)
+_AESTHETIC_RELU_DROPOUT = {2: 0.2, 5: 0.2, 8: 0.1}
 
 
 class AestheticMLP(nn.Module):
-    """The LAION aesthetic MLP on the L2-normalised CLIP image embedding (keys ``layers.N``)."""
+    """The LAION aesthetic MLP on the L2-normalised CLIP image embedding (keys ``layers.N``).
+
+    Input ``(n, d)`` embeddings, output ``(n,)`` scores (the AVA 1-10 rating scale).
+    """
 
     head_type = "aesthetic-mlp"
+    linear_indices: tuple[int, ...] = AESTHETIC_LINEAR_INDICES
+    relu_indices: tuple[int, ...] = ()
+    dropout: dict[int, float] = _AESTHETIC_DROPOUT
 
     def __init__(self, dims: list[int]):
         """Args:
         dims: the feature sizes along the chain, e.g. ``[768, 1024, 128, 64, 16, 1]``.
         """
         super().__init__()
-        if len(dims) != len(AESTHETIC_LINEAR_INDICES) + 1:
-            raise ValueError(f"aesthetic MLP needs {len(AESTHETIC_LINEAR_INDICES) + 1} dims, got {dims}")
+        if len(dims) != len(self.linear_indices) + 1:
+            raise ValueError(f"aesthetic MLP needs {len(self.linear_indices) + 1} dims, got {dims}")
         self.dims = list(dims)
         modules: list[nn.Module] = []
         linear = iter(zip(dims[:-1], dims[1:]))
-        for index in range(AESTHETIC_LINEAR_INDICES[-1] + 1):
-            if index in AESTHETIC_LINEAR_INDICES:
+        for index in range(self.linear_indices[-1] + 1):
+            if index in self.linear_indices:
                 modules.append(nn.Linear(*next(linear)))
+            elif index in self.relu_indices:
+                modules.append(nn.ReLU())
             else:
-                modules.append(nn.Dropout(_AESTHETIC_DROPOUT[index]))
+                modules.append(nn.Dropout(self.dropout[index]))
         self.layers = nn.Sequential(*modules)
 
-    @staticmethod
-    def dims_from_state_dict(state_dict: dict[str, torch.Tensor]) -> list[int]:
+    @classmethod
+    def dims_from_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> list[int]:
         """Infer ``dims`` from a state dict in the released layout."""
-        first = state_dict["layers.0.weight"]
-        return [first.shape[1]] + [
-            state_dict[f"layers.{i}.weight"].shape[0] for i in AESTHETIC_LINEAR_INDICES
-        ]
+        first = state_dict[f"layers.{cls.linear_indices[0]}.weight"]
+        return [first.shape[1]] + [state_dict[f"layers.{i}.weight"].shape[0] for i in cls.linear_indices]
+
+    @classmethod
+    def expected_keys(cls) -> set[str]:
+        return {f"layers.{i}.{p}" for i in cls.linear_indices for p in ("weight", "bias")}
 
     def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
         return self.layers(image_embeds).squeeze(-1)
 
 
+class AestheticReluMLP(AestheticMLP):
+    """The ReLU variant of the LAION aesthetic MLP (``layers.{0,3,6,9,11}``): Linear, ReLU,
+    Dropout three times, then Linear, ReLU, Linear."""
+
+    head_type = "aesthetic-relu-mlp"
+    linear_indices = AESTHETIC_RELU_LINEAR_INDICES
+    relu_indices = _AESTHETIC_RELU_INDICES
+    dropout = _AESTHETIC_RELU_DROPOUT
+
+
+# The released aesthetic layouts, tried in this order when converting a checkpoint.
+AESTHETIC_HEADS: tuple[type[AestheticMLP], ...] = (AestheticMLP, AestheticReluMLP)
+
+
 def expected_aesthetic_keys() -> set[str]:
-    return {f"layers.{i}.{p}" for i in AESTHETIC_LINEAR_INDICES for p in ("weight", "bias")}
+    return AestheticMLP.expected_keys()
 
 
 class RewardMLP(nn.Module):
@@ -80,4 +110,8 @@ class RewardMLP(nn.Module):
 
 
 # head type in prefalign.json -> its class
-HEADS: dict[str, type[nn.Module]] = {AestheticMLP.head_type: AestheticMLP, RewardMLP.head_type: RewardMLP}
+HEADS: dict[str, type[nn.Module]] = {
+    AestheticMLP.head_type: AestheticMLP,
+    AestheticReluMLP.head_type: AestheticReluMLP,
+    RewardMLP.head_type: RewardMLP,
+}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -37,6 +38,9 @@ HUB_MODELS: dict[str, tuple[str, str, str]] = {
     "clip-vit-b-32": ("openai/clip-vit-base-patch32", "clip", "center-crop"),
     "clip-vit-h-14": ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "clip", "center-crop"),
 }
+# Hub models whose repository holds no tokenizer, and where their authors load it from (the
+# PickScore README: processor from laion/CLIP-ViT-H-14-laion2B-s32B-b79K, model PickScore_v1).
+HUB_TOKENIZERS: dict[str, str] = {"yuvalkirstain/PickScore_v1": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"}
 # Converted checkpoints: name -> how to make it (the release file and the convert family).
 CONVERTED_MODELS: dict[str, tuple[str, str]] = {
     "hps-v1": ("hpc.pt", "hps-v1"),
@@ -72,11 +76,20 @@ def load_scorer(
     device: str | None = "auto",
     precision: str = "fp32",
     compile: bool = False,
+    kind: str | None = None,
+    tokenizer: str | os.PathLike | None = None,
 ) -> Scorer:
     """Load a scorer by model directory, hub id or known name (see the module docstring).
 
+    The score kind comes from ``prefalign.json``, a ``KIND:`` prefix, ``kind``, or the catalog
+    of known hub models; a plain CLIP directory without any of them is scored as ``clip``
+    (never guessed from its name: a warning says when the name suggests another family).
+    ``scorer.kind_source`` says which of these decided.
+
     Args:
         name_or_path: what to load; ``KIND:target`` overrides the score kind.
+        kind: the score kind (as the prefix; the two must agree when both are given).
+        tokenizer: a tokenizer directory or hub id, for a model shipped without one (PickScore).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
         compile: compile the image tower (``torch.compile`` + inductor freezing).
@@ -89,6 +102,14 @@ def load_scorer(
     prefix, sep, rest = target.partition(":")
     if sep and prefix in SCORE_KINDS and not Path(target).exists():
         kind_override, target = prefix, rest
+    if kind is not None:
+        if kind not in SCORE_KINDS:
+            raise ScorerLoadError(f"unknown score kind {kind!r}; expected one of {sorted(SCORE_KINDS)}")
+        if kind_override and kind_override != kind:
+            raise ScorerLoadError(
+                f"{name_or_path}: the prefix says {kind_override!r} but the kind is {kind!r}"
+            )
+        kind_override = kind
 
     path = Path(target).expanduser()
     hub_defaults: tuple[str, str] | None = None
@@ -109,15 +130,17 @@ def load_scorer(
 
     source = str(path) if path.exists() else target
     spec = _read_spec(path) if path.exists() else None
-    model, tokenizer = _load_clip(source)
+    model, tok = _load_clip(source, tokenizer=tokenizer or HUB_TOKENIZERS.get(source))
+    kind_source = f"{SPEC_FILE}"
     if spec is None:
-        spec = _default_spec(source, model, hub_defaults)
+        spec, kind_source = _default_spec(source, model, hub_defaults, warn=not kind_override)
     if kind_override:
         spec.kind = kind_override
+        kind_source = "given (KIND: prefix or --kind)"
     head = _load_head(path, spec) if spec.kind in HEAD_KINDS else None
-    return Scorer(
+    scorer = Scorer(
         model,
-        tokenizer,
+        tok,
         spec,
         head=head,
         device=resolve_device(device),
@@ -125,6 +148,8 @@ def load_scorer(
         compile=compile,
         name=str(name_or_path),
     )
+    scorer.kind_source = kind_source
+    return scorer
 
 
 def _read_spec(path: Path) -> ScorerSpec | None:
@@ -135,9 +160,18 @@ def _read_spec(path: Path) -> ScorerSpec | None:
     return None
 
 
-def _load_clip(source: str):
+def _load_clip(source: str, tokenizer: str | os.PathLike | None = None):
+    """A CLIP model and its tokenizer (from ``source``, or from ``tokenizer`` when given), the
+    tokenizer checked against the text tower (``tokenizer_check``)."""
     from transformers import AutoTokenizer, CLIPConfig, CLIPModel
     from transformers.utils import logging as hf_logging
+
+    from prefalign.scoring.tokenizer_check import (
+        TokenizerError,
+        check_tokenizer,
+        has_tokenizer_files,
+        missing_tokenizer_message,
+    )
 
     hf_logging.disable_progress_bar()
     try:
@@ -146,25 +180,58 @@ def _load_clip(source: str):
         raise ScorerLoadError(f"{source}: cannot read a CLIP config ({first_line(exc)})") from None
     if config.model_type != "clip":
         raise ScorerLoadError(f"{source}: model_type is {config.model_type!r}, not a CLIP model")
+    if tokenizer is None and not has_tokenizer_files(source):
+        raise TokenizerError(missing_tokenizer_message(source))
     try:
         model = CLIPModel.from_pretrained(source, config=config)
-        tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise ScorerLoadError(
-            f"{source}: cannot load the CLIP model or tokenizer ({first_line(exc)})"
-        ) from None
-    return model.eval(), tokenizer
+        raise ScorerLoadError(f"{source}: cannot load the CLIP model ({first_line(exc)})") from None
+    if tokenizer is not None:
+        from prefalign.scoring.convert import load_tokenizer
+
+        tok, tok_source = load_tokenizer(tokenizer), str(tokenizer)
+    else:
+        try:
+            tok, tok_source = AutoTokenizer.from_pretrained(source), source
+        except (OSError, ValueError) as exc:
+            raise TokenizerError(f"{missing_tokenizer_message(source)} ({first_line(exc)})") from None
+    check_tokenizer(tok, config.text_config.vocab_size, tok_source)
+    return model.eval(), tok
 
 
-def _default_spec(source: str, model, hub_defaults: tuple[str, str] | None) -> ScorerSpec:
-    """Family defaults for a plain HF CLIP directory or hub id, from its image processor config."""
-    kind, mode = hub_defaults or ("pickscore" if "pickscore" in source.lower() else "clip", "center-crop")
+# Words in a model's name that suggest a family other than plain CLIP (only ever a warning).
+_NAME_HINTS = {"pickscore": "pickscore", "hps": "hps", "aesthetic": "aesthetic", "reward": "reward"}
+
+
+def _default_spec(
+    source: str, model, hub_defaults: tuple[str, str] | None, *, warn: bool = True
+) -> tuple[ScorerSpec, str]:
+    """Family defaults for a plain HF CLIP directory or hub id, from its image processor config,
+    and where the kind came from. The kind is the catalog's for a known name or hub id, else
+    ``clip``: never guessed from a directory's name."""
+    known = {hub_id: (kind, mode) for hub_id, kind, mode in HUB_MODELS.values()}
+    if hub_defaults:
+        (kind, mode), kind_source = hub_defaults, "the catalog of known models"
+    elif source in known:
+        (kind, mode), kind_source = known[source], "the catalog of known hub models"
+    else:
+        kind, mode = "clip", "center-crop"
+        kind_source = f"default for a CLIP model without {SPEC_FILE}"
+        hint = next((k for word, k in _NAME_HINTS.items() if word in Path(source).name.lower()), None)
+        if warn and hint:
+            warnings.warn(
+                f"{source}: no {SPEC_FILE}, so it is scored as plain CLIP cosine (kind clip) although its "
+                f"name suggests {hint}: load it as {hint}:{source} (--kind {hint}) or convert it once with "
+                f"`prefalign convert` to record its kind",
+                stacklevel=3,
+            )
     pre = {"mode": mode, "size": model.config.vision_config.image_size}
     proc = _preprocessor_config(source)
     if proc:
         pre["mean"] = proc.get("image_mean", Preprocess.mean)
         pre["std"] = proc.get("image_std", Preprocess.std)
-    return ScorerSpec(kind=kind, preprocess=Preprocess.from_dict(pre), provenance={"source": source})
+    spec = ScorerSpec(kind=kind, preprocess=Preprocess.from_dict(pre), provenance={"source": source})
+    return spec, kind_source
 
 
 def _preprocessor_config(source: str) -> dict | None:

@@ -242,15 +242,45 @@ class Scorer:
         """
         if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
             images = [images]
+        from prefalign.scoring.shared_images import SharedImages
+
+        # Images of equal content are embedded once and share the score (see score_records).
+        plan = SharedImages.plan([(prompt, list(images))], by_prompt=False)
         text = self.encode_text([prompt]) if self.uses_text else None
-        image_embeds = self.encode_images(images, batch_size=batch_size)
-        return self.score_embeddings(image_embeds, text).cpu()
+        image_embeds = self.encode_images(plan.records[0][1], batch_size=batch_size)
+        scores = self.score_embeddings(image_embeds, text).cpu()
+        return scores[[i for _, i in plan.source[0]]] if plan.n_shared else scores
 
     def probabilities(self, images: Sequence[ImageInput], prompt: str) -> torch.Tensor:
         """Softmax of the scores over one prompt's images (PickScore's preference probabilities)."""
         return torch.softmax(self.score(images, prompt), dim=0)
 
     def score_records(
+        self,
+        records: Iterable[tuple[str, Sequence[ImageInput]]],
+        *,
+        batch_size: int = 4,
+        strict: bool = False,
+        progress: bool | None = None,
+        prefetch: int = 2,
+    ) -> ScoreResult:
+        """Score many ``(prompt, images)`` records (see ``_score_records``).
+
+        Images of equal content (a file's bytes, an array's pixels) with the same prompt are
+        scored once per call and share the score (``shared_images``), so an image shown twice
+        ties with itself whatever the batch size.
+        """
+        from prefalign.scoring.shared_images import SharedImages
+
+        plan = SharedImages.plan([(p, list(imgs)) for p, imgs in records], by_prompt=self.uses_text)
+        if plan.n_shared:
+            logger.info("%d repeated images scored once and shared", plan.n_shared)
+        result = self._score_records(
+            plan.records, batch_size=batch_size, strict=strict, progress=progress, prefetch=prefetch
+        )
+        return plan.expand(result)
+
+    def _score_records(
         self,
         records: Iterable[tuple[str, Sequence[ImageInput]]],
         *,
