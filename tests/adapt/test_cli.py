@@ -12,9 +12,12 @@ from prefalign.data import load_dataset
 def test_select_train_generate(tmp_path, shapes_data, tiny_sd, tiny_hps, capsys):
     selected = tmp_path / "selected"
     assert main(["adapt", "select", "--data", str(shapes_data), "--model", str(tiny_hps), "--out", str(selected),
-                 "--alpha", "1.0", "--device", "cpu", "--no-progress", "--identifier", "Odd. "]) == 0  # fmt: skip
-    table = capsys.readouterr().out
+                 "--alpha", "1.0", "--device", "cpu", "--no-progress", "--identifier", "Odd. ",
+                 "--min-group-size", "2"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    table = captured.out
     assert "preferred" in table and "non-preferred" in table
+    assert "no regularisation set (--regularization): not the paper's recipe" in captured.err
     kinds = {r.meta["kind"] for r in load_dataset(selected)}
     assert kinds == {"preferred", "non-preferred"}
 

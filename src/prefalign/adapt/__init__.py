@@ -16,6 +16,7 @@ _LAZY = {
     "AdaptError": "prefalign.adapt.errors",
     "DEFAULT_ALPHA": "prefalign.adapt.selection",
     "is_degenerate": "prefalign.adapt.selection",
+    "is_blurry": "prefalign.adapt.selection",
     "select_from_group": "prefalign.adapt.selection",
     "select_training_set": "prefalign.adapt.selection",
     "scorer_score_fn": "prefalign.adapt.selection",
