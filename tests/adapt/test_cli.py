@@ -25,6 +25,7 @@ def test_select_train_generate(tmp_path, shapes_data, tiny_sd, tiny_hps, capsys)
     assert main(["adapt", "train-lora", "--data", str(selected), "--base", str(tiny_sd), "--out", str(lora),
                  "--steps", "1", "--batch-size", "2", "--resolution", "32", "--rank", "4", "--cpu"]) == 0  # fmt: skip
     assert (lora / "pytorch_lora_weights.safetensors").is_file()
+    assert "note: no regularisation set: not the paper's recipe" in capsys.readouterr().err
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\na blue square\n")

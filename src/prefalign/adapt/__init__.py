@@ -30,6 +30,7 @@ _LAZY = {
     "train_lora": "prefalign.adapt.lora",
     "train_reward_weighted": "prefalign.adapt.reward_weighted",
     "as_reward_fn": "prefalign.adapt.rewards",
+    "transform_rewards": "prefalign.adapt.rewards",
     "ADAPTER_INFO_FILE": "prefalign.adapt.adapter",
     "load_adapter": "prefalign.adapt.adapter",
     "read_adapter_info": "prefalign.adapt.adapter",

@@ -272,7 +272,10 @@ def _register_train_lora(sub: argparse._SubParsersAction) -> None:
         "train-lora",
         help="train a LoRA adapter on the selected set (HPS section 6)",
         description="Train a peft LoRA on the UNet's to_q, to_k, to_v, to_out.0 (base UNet, VAE and text "
-        "encoder frozen) with the ε-prediction MSE. Saves diffusers' LoRA format "
+        "encoder frozen) with the ε-prediction MSE. The paper's recipe mixes regularisation images (LAION, "
+        "aesthetic score >= 6.5) into the data (`adapt select --regularization`); without them the log and "
+        "prefalign_adapter.json say so. Images: shorter side to --resolution (bilinear), random square crop "
+        "(--center-crop: the centre), as the authors' script. Saves diffusers' LoRA format "
         "(pytorch_lora_weights.safetensors, loadable by StableDiffusionPipeline.load_lora_weights) and "
         "prefalign_adapter.json with the identifier that `prefalign generate` uses as negative prompt.",
         epilog="examples:\n"
@@ -294,7 +297,20 @@ def run_train_lora(args: argparse.Namespace) -> int:
     _check_out(config)
     out = train_lora(config)
     print(f"adapter saved to {out}", file=sys.stderr)
+    _print_recipe_notes(out)
     return 0
+
+
+def _print_recipe_notes(out) -> None:
+    """Repeat the run's departures from the paper's recipe (recorded with the result) at the end."""
+    import json
+    from pathlib import Path
+
+    for name in ("prefalign_adapter.json", "prefalign_finetune.json"):
+        info_file = Path(out) / name
+        if info_file.is_file():
+            for note in json.loads(info_file.read_text(encoding="utf-8")).get("recipe_notes", []):
+                print(f"note: {note}", file=sys.stderr)
 
 
 def _register_train_rwr(sub: argparse._SubParsersAction) -> None:
@@ -305,11 +321,15 @@ def _register_train_rwr(sub: argparse._SubParsersAction) -> None:
         help="reward-weighted fine-tuning with a pre-training term (Lee et al.)",
         description="loss = mean r(x,z)·||ε − ε_θ(x_t, t, z)||² over model-generated pairs + β · mean "
         "||ε − ε_θ||² over pre-training pairs. Rewards are the records' human ratings where present, else "
-        "the --reward model's scores. Trains a LoRA adapter (default) or the whole UNet (--train unet, "
-        "which saves a full Stable Diffusion directory).",
-        epilog="example:\n"
+        "the --reward model's scores for the rest, mapped to [0, 1] by --reward-transform (Lee et al.'s rewards "
+        "are probabilities). Trains the whole UNet with the text encoder frozen (default, as Lee et al.; saves a "
+        "full Stable Diffusion directory) or a LoRA adapter (--train lora). Defaults marked 'ours' are this "
+        "toolkit's, not the paper's.",
+        epilog="examples:\n"
         "  prefalign adapt train-rwr --data generated --reward models/reward --prior-data laion-subset \\\n"
-        "      --base sd-v1-5 --out rwr --beta 1.0",
+        "      --base sd-v1-5 --out rwr\n"
+        "  prefalign adapt train-rwr --data generated --reward hps-v2 --reward-transform minmax --train lora \\\n"
+        "      --prior-data laion-subset --base sd-v1-5 --out rwr-lora",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_args(p, RewardWeightedConfig)
@@ -324,4 +344,5 @@ def run_train_rwr(args: argparse.Namespace) -> int:
     _check_out(config)
     out = train_reward_weighted(config)
     print(f"saved to {out}", file=sys.stderr)
+    _print_recipe_notes(out)
     return 0
