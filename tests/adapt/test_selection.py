@@ -153,6 +153,8 @@ def test_keeping_degenerate_images_changes_group_sizes(tmp_path):
     data, score_fn, _ = _group_dataset(tmp_path / "in")
     with pytest.raises(KeyError):  # the flat image is now scored (the fake scorer has no value for it)
         select_training_set(data, score_fn, tmp_path / "out", image_filter="none", min_group_size=2)
+    with pytest.raises(KeyError):  # the former switch still means the same
+        select_training_set(data, score_fn, tmp_path / "out2", drop_degenerate=False, min_group_size=2)
 
 
 def test_regularization_pairs_filtered_by_aesthetic_threshold(tmp_path):

@@ -176,6 +176,7 @@ def select_training_set(
     identifier: str = DEFAULT_IDENTIFIER,
     min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
     image_filter: str = AUTHORS,
+    drop_degenerate: bool | None = None,
     regularization: Dataset | None = None,
     aesthetic_fn: Callable[[list[tuple[str, list[str]]]], list[np.ndarray]] | None = None,
     aesthetic_threshold: float | None = None,
@@ -195,6 +196,8 @@ def select_training_set(
         image_filter: the image filter applied before scoring: ``authors`` (:func:`is_blurry`, the
             authors' rule), ``symmetric`` (:func:`is_degenerate`, ours) or ``none``. Dropped
             images are counted in ``report.degenerate``.
+        drop_degenerate: the former switch, kept for callers: False means ``image_filter="none"``;
+            True or None leave ``image_filter`` as given.
         regularization: optional real image-caption pairs (one record per caption) mixed in as is.
         aesthetic_fn: scores regularization images (kind ``aesthetic``); with
             ``aesthetic_threshold``, only pairs scoring at least the threshold are kept.
@@ -210,7 +213,7 @@ def select_training_set(
         raise AdaptError(f"min group size must be at least 1, got {min_group_size}")
     if aesthetic_threshold is not None and aesthetic_fn is None and regularization is not None:
         raise AdaptError("an aesthetic threshold needs an aesthetic scorer")
-    drop = filter_predicate(image_filter)
+    drop = None if drop_degenerate is False else filter_predicate(image_filter)
     out = Path(out)
     report = SelectionReport(out=out)
 
