@@ -12,9 +12,12 @@ from prefalign.data import load_dataset
 def test_select_train_generate(tmp_path, shapes_data, tiny_sd, tiny_hps, capsys):
     selected = tmp_path / "selected"
     assert main(["adapt", "select", "--data", str(shapes_data), "--model", str(tiny_hps), "--out", str(selected),
-                 "--alpha", "1.0", "--device", "cpu", "--no-progress", "--identifier", "Odd. "]) == 0  # fmt: skip
-    table = capsys.readouterr().out
+                 "--alpha", "1.0", "--device", "cpu", "--no-progress", "--identifier", "Odd. ",
+                 "--min-group-size", "2"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    table = captured.out
     assert "preferred" in table and "non-preferred" in table
+    assert "no regularisation set (--regularization): not the paper's recipe" in captured.err
     kinds = {r.meta["kind"] for r in load_dataset(selected)}
     assert kinds == {"preferred", "non-preferred"}
 
@@ -22,6 +25,7 @@ def test_select_train_generate(tmp_path, shapes_data, tiny_sd, tiny_hps, capsys)
     assert main(["adapt", "train-lora", "--data", str(selected), "--base", str(tiny_sd), "--out", str(lora),
                  "--steps", "1", "--batch-size", "2", "--resolution", "32", "--rank", "4", "--cpu"]) == 0  # fmt: skip
     assert (lora / "pytorch_lora_weights.safetensors").is_file()
+    assert "note: no regularisation set: not the paper's recipe" in capsys.readouterr().err
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\na blue square\n")

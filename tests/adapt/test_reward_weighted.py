@@ -70,7 +70,7 @@ def _config(data, prior, base, out, **overrides):
 
 def test_lora_run_logs_both_terms(tmp_path, half_rated, shapes_data, tiny_sd):
     out = train_reward_weighted(
-        _config(half_rated, shapes_data, tiny_sd, tmp_path / "rwr"),
+        _config(half_rated, shapes_data, tiny_sd, tmp_path / "rwr", train="lora"),
         reward=lambda im, p: torch.full((len(im),), 0.5),
     )
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -90,7 +90,12 @@ def test_full_unet_run_saves_a_pipeline(tmp_path, half_rated, tiny_sd, tiny_hps)
     base = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet")
     changed = [n for n, p in pipe.unet.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
     assert changed  # every UNet weight was trainable
-    assert json.loads((out / "prefalign_finetune.json").read_text())["method"] == "reward-weighted"
+    info = json.loads((out / "prefalign_finetune.json").read_text())
+    assert info["method"] == "reward-weighted" and info["train"] == "unet"
+    # The HPS scorer's 100·cos scores went through the sigmoid into Lee et al.'s [0, 1].
+    assert info["reward_kind"] == "hps" and info["reward_transform"] == "sigmoid"
+    assert 0.0 <= info["reward_range"][0] <= info["reward_range"][1] <= 1.0
+    assert info["recipe_notes"] == ["no pre-training set (--prior-data): not the paper's recipe"]
 
 
 def test_merge_is_for_lora_runs(tmp_path, half_rated, tiny_sd):

@@ -118,7 +118,8 @@ def generate(
             ``settings.negative_prompt`` says otherwise.
         lora_weight_name: the weight file of a ``lora`` directory that holds several.
         settings: sampler settings.
-        best_of: candidates per group (rejection sampling; Lee et al. draw 16 and keep 4).
+        best_of: candidates per group (rejection sampling, as in Lee et al.; the 16-keep-4 of the
+            examples is this toolkit's, not a number from the paper).
         keep: candidates kept per group, highest reward first (default: 1 with best_of > 1).
         reward: scores candidates when ``best_of`` > 1 (a ``RewardFn``; see ``as_reward_fn``).
         model_name: what ``meta["model"]`` says (default: the base, plus ``+lora`` name).

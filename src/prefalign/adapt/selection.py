@@ -5,6 +5,10 @@ For each prompt's group of n generated images, p = softmax of the HPS values (in
 p(I*) > α/n; the same test on the negated scores picks the *non-preferred* image, whose caption
 gets the identifier prefix. With α = 2 a group of two images never qualifies (p ≤ 1 = α/n):
 the test asks for an image that stands out from a crowd.
+
+Defaults follow the authors' scripts (tgxs002/align_sd): images are first dropped by their
+``is_blurry`` rule (:func:`is_blurry`), prompts need at least 4 remaining images, α = 2 and the
+softmax is over 100·cos. α = 2 was tuned on HPS v1 scores; other scorers spread differently.
 """
 
 from __future__ import annotations
@@ -26,23 +30,61 @@ from prefalign.data.images import ImageLoadError, load_image
 logger = logging.getLogger(__name__)
 
 DEFAULT_ALPHA = 2.0
-# The official HPS selection script drops near-flat images (blank, black, single colour): the
-# largest difference between neighbouring pixel values is below this in both directions.
-DEGENERATE_MAX_DIFF = 10
+# The authors' selection script (align_sd, select_training_images.py) keeps only prompts with at
+# least 4 usable images (``len(v) >= 4``).
+DEFAULT_MIN_GROUP_SIZE = 4
+# The threshold of both image filters, in RGB values 0-255 (align_sd, process_diffusion_db.py).
+BLUR_MAX_DIFF = 10
+# Kept for callers of the old name.
+DEGENERATE_MAX_DIFF = BLUR_MAX_DIFF
+# HPS section 6 mixes in LAION images with an aesthetic score of at least 6.5 as regularisation.
+PAPER_AESTHETIC_THRESHOLD = 6.5
+AUTHORS, SYMMETRIC, NO_FILTER = "authors", "symmetric", "none"
+IMAGE_FILTERS = (AUTHORS, SYMMETRIC, NO_FILTER)
 PREFERRED, NON_PREFERRED, REGULARIZATION = "preferred", "non-preferred", "regularization"
 
 
-def is_degenerate(image, threshold: int = DEGENERATE_MAX_DIFF) -> bool:
-    """True for a near-flat image: the largest adjacent-pixel difference (over RGB values 0-255)
-    is below ``threshold`` both horizontally and vertically.
+def is_blurry(image, threshold: float = BLUR_MAX_DIFF) -> bool:
+    """The authors' filter (align_sd ``process_diffusion_db.is_blurry``), exactly.
 
-    An image with stripes in one direction still has large differences in the other, so it is
-    kept; only images flat in both directions are dropped.
+    True when the largest *signed* left-minus-right difference of horizontally adjacent values
+    (over the RGB array, values 0-255) is below ``threshold``. The authors' script computes the
+    same horizontal term twice and no vertical term, so besides flat images it also drops an
+    image that only gets brighter from left to right (a dark-to-bright step edge or ramp) and
+    one with horizontal stripes only (rows differ, columns do not). An image one pixel wide
+    has no horizontal differences and counts as blurry.
+    """
+    arr = np.asarray(load_image(image), dtype=np.float64)
+    return float((arr[:, :-1] - arr[:, 1:]).max(initial=0.0)) < threshold
+
+
+def is_degenerate(image, threshold: int = BLUR_MAX_DIFF) -> bool:
+    """This toolkit's symmetric variant (``--filter symmetric``): True for a near-flat image, whose
+    largest *absolute* adjacent-pixel difference (RGB values 0-255) is below ``threshold`` both
+    horizontally and vertically.
+
+    Unlike :func:`is_blurry` it keeps step edges of either sign and stripes in either direction;
+    only images flat in both directions are dropped.
     """
     arr = np.asarray(load_image(image), dtype=np.int16)
     horizontal = int(np.abs(np.diff(arr, axis=1)).max(initial=0))
     vertical = int(np.abs(np.diff(arr, axis=0)).max(initial=0))
     return horizontal < threshold and vertical < threshold
+
+
+def filter_predicate(name: str) -> Callable[[object], bool] | None:
+    """The predicate of an image filter name (True: drop the image); None for ``none``.
+
+    Raises:
+        AdaptError: an unknown name.
+    """
+    if name == AUTHORS:
+        return is_blurry
+    if name == SYMMETRIC:
+        return is_degenerate
+    if name == NO_FILTER:
+        return None
+    raise AdaptError(f"image filter must be one of {', '.join(IMAGE_FILTERS)}, got {name!r}")
 
 
 def softmax(scores: Sequence[float]) -> np.ndarray:
@@ -132,8 +174,9 @@ def select_training_set(
     *,
     alpha: float = DEFAULT_ALPHA,
     identifier: str = DEFAULT_IDENTIFIER,
-    min_group_size: int = 2,
-    drop_degenerate: bool = True,
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
+    image_filter: str = AUTHORS,
+    drop_degenerate: bool | None = None,
     regularization: Dataset | None = None,
     aesthetic_fn: Callable[[list[tuple[str, list[str]]]], list[np.ndarray]] | None = None,
     aesthetic_threshold: float | None = None,
@@ -148,9 +191,13 @@ def select_training_set(
         out: the output dataset directory; images are copied under ``images/<kind>/``.
         alpha: the selection strictness (p > alpha / n).
         identifier: prefix of non-preferred captions.
-        min_group_size: groups with fewer usable images (after dropping degenerate and failed
-            ones) are skipped.
-        drop_degenerate: drop near-flat images before scoring (see :func:`is_degenerate`).
+        min_group_size: groups with fewer usable images (after the filter and failed images) are
+            skipped; 4 as in the authors' script.
+        image_filter: the image filter applied before scoring: ``authors`` (:func:`is_blurry`, the
+            authors' rule), ``symmetric`` (:func:`is_degenerate`, ours) or ``none``. Dropped
+            images are counted in ``report.degenerate``.
+        drop_degenerate: the former switch, kept for callers: False means ``image_filter="none"``;
+            True or None leave ``image_filter`` as given.
         regularization: optional real image-caption pairs (one record per caption) mixed in as is.
         aesthetic_fn: scores regularization images (kind ``aesthetic``); with
             ``aesthetic_threshold``, only pairs scoring at least the threshold are kept.
@@ -166,6 +213,7 @@ def select_training_set(
         raise AdaptError(f"min group size must be at least 1, got {min_group_size}")
     if aesthetic_threshold is not None and aesthetic_fn is None and regularization is not None:
         raise AdaptError("an aesthetic threshold needs an aesthetic scorer")
+    drop = None if drop_degenerate is False else filter_predicate(image_filter)
     out = Path(out)
     report = SelectionReport(out=out)
 
@@ -176,9 +224,9 @@ def select_training_set(
         members = groups.setdefault(rec.prompt, [])
         for i, image in enumerate(rec.images):
             path = data.image_path(image)
-            if drop_degenerate:
+            if drop is not None:
                 try:
-                    if is_degenerate(path):
+                    if drop(path):
                         report.degenerate += 1
                         continue
                 except ImageLoadError as exc:

@@ -54,13 +54,47 @@ def examples_from_dataset(data: Dataset) -> list[Example]:
     return [Example(data.image_path(img), rec.prompt) for rec in data for img in rec.images]
 
 
-def load_pixels(paths: Sequence[str], resolution: int) -> torch.Tensor:
-    """Images resized (shortest side) and centre-cropped to ``resolution``, in [-1, 1], NCHW."""
+def resize_shorter_side(img, size: int):
+    """Shorter side to ``size`` with bilinear resampling, the aspect ratio kept (torchvision's
+    ``Resize(size, BILINEAR)`` on a PIL image, which the authors' LoRA script uses)."""
+    from PIL import Image
+
+    width, height = img.size
+    if width <= height:
+        new_w, new_h = size, int(size * height / width)
+    else:
+        new_w, new_h = int(size * width / height), size
+    if (new_w, new_h) == (width, height):
+        return img
+    return img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+
+
+def crop_box(width: int, height: int, size: int, generator: torch.Generator | None) -> tuple[int, int]:
+    """``(left, top)`` of a ``size`` square: drawn uniformly from ``generator`` (torchvision's
+    ``RandomCrop``), or the centre (``CenterCrop``'s rounding) when it is None."""
+    if generator is None:
+        return int(round((width - size) / 2.0)), int(round((height - size) / 2.0))
+    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    return left, top
+
+
+def load_pixels(
+    paths: Sequence[str], resolution: int, generators: Sequence[torch.Generator] | None = None
+) -> torch.Tensor:
+    """Training images in [-1, 1], NCHW: shorter side resized (bilinear) to ``resolution``, then a
+    square cropped at random, one ``generators`` entry per image (the authors' script), or at
+    the centre when ``generators`` is None (``--center-crop``)."""
     import numpy as np
 
-    from prefalign.data.images import load_image, resize_center_crop
+    from prefalign.data.images import load_image
 
-    arrays = [np.asarray(resize_center_crop(load_image(p), resolution), dtype=np.float32) for p in paths]
+    arrays = []
+    for k, path in enumerate(paths):
+        img = resize_shorter_side(load_image(path), resolution)
+        left, top = crop_box(*img.size, resolution, None if generators is None else generators[k])
+        img = img.crop((left, top, left + resolution, top + resolution))
+        arrays.append(np.asarray(img, dtype=np.float32))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
@@ -236,7 +270,12 @@ class DiffusionFineTuner:
         # noise does not depend on how the batch is split over processes and passes.
         rngs = [_generator(cfg.seed, 2 + stream, g) for g in range(start, start + size)]
         device = acc.device
-        pixels = load_pixels([e.image for e in batch], cfg.resolution).to(device)
+        crops = (
+            None
+            if cfg.center_crop
+            else [_generator(cfg.seed, 10 + stream, g) for g in range(start, start + size)]
+        )
+        pixels = load_pixels([e.image for e in batch], cfg.resolution, crops).to(device)
         latents = images_to_latents(sd, pixels, rngs)
         noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in rngs]).to(device)
         steps_total = sd.noise_scheduler.config.num_train_timesteps

@@ -31,7 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------- select
 def _register_select(sub: argparse._SubParsersAction) -> None:
     from prefalign.adapt.identifier import DEFAULT_IDENTIFIER
-    from prefalign.adapt.selection import DEFAULT_ALPHA, DEGENERATE_MAX_DIFF
+    from prefalign.adapt.selection import (
+        AUTHORS,
+        BLUR_MAX_DIFF,
+        DEFAULT_ALPHA,
+        DEFAULT_MIN_GROUP_SIZE,
+        IMAGE_FILTERS,
+        NO_FILTER,
+        PAPER_AESTHETIC_THRESHOLD,
+    )
 
     p = sub.add_parser(
         "select",
@@ -40,7 +48,9 @@ def _register_select(sub: argparse._SubParsersAction) -> None:
         "(100·cos units). The best image is preferred if p > alpha/n; the worst (softmax of the negated "
         "scores) is non-preferred if its p > alpha/n, and its caption gets the identifier prefix. "
         "Writes an image-caption dataset (one image per record; meta.kind says which) and prints counts.",
-        epilog="example:\n  prefalign adapt select --data diffusiondb --model models/hps-v1 --out selected --alpha 2.0",
+        epilog="example (the paper's recipe; alpha = 2 was tuned on HPS v1 scores):\n"
+        "  prefalign adapt select --data diffusiondb --model hps-v1 --out selected \\\n"
+        "      --regularization laion --aesthetic-model aesthetic",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -52,7 +62,7 @@ def _register_select(sub: argparse._SubParsersAction) -> None:
         "--alpha",
         type=float,
         default=DEFAULT_ALPHA,
-        help=f"selection strictness: p > alpha/n (default {DEFAULT_ALPHA})",
+        help=f"selection strictness: p > alpha/n (default {DEFAULT_ALPHA}, the paper's, tuned on HPS v1 scores)",
     )
     p.add_argument(
         "--identifier",
@@ -60,22 +70,41 @@ def _register_select(sub: argparse._SubParsersAction) -> None:
         help=f"prefix of non-preferred captions (default {DEFAULT_IDENTIFIER!r})",
     )
     p.add_argument(
-        "--min-group-size", type=int, default=2, help="skip prompts with fewer usable images (default 2)"
+        "--min-group-size",
+        type=int,
+        default=DEFAULT_MIN_GROUP_SIZE,
+        help=f"skip prompts with fewer usable images (default {DEFAULT_MIN_GROUP_SIZE}, as the authors' "
+        "selection script)",
+    )
+    p.add_argument(
+        "--filter",
+        dest="image_filter",
+        choices=IMAGE_FILTERS,
+        default=AUTHORS,
+        help=f"image filter before scoring. authors (default, the authors' is_blurry): drop an image whose "
+        f"largest signed left-minus-right pixel difference is < {BLUR_MAX_DIFF}, which also drops "
+        f"dark-to-bright step edges and horizontal stripes; symmetric (ours): drop only images whose "
+        f"absolute adjacent differences are < {BLUR_MAX_DIFF} both horizontally and vertically; none",
     )
     p.add_argument(
         "--keep-degenerate",
-        action="store_true",
-        help=f"keep near-flat images (by default dropped: largest adjacent-pixel difference < "
-        f"{DEGENERATE_MAX_DIFF} both horizontally and vertically)",
+        action="store_const",
+        dest="image_filter",
+        const=NO_FILTER,
+        help="same as --filter none",
     )
     p.add_argument(
-        "--regularization", metavar="DATASET", help="real image-caption pairs to mix in (e.g. LAION)"
+        "--regularization",
+        metavar="DATASET",
+        help="real image-caption pairs to mix in (the paper: 200,231 LAION images with aesthetic score >= "
+        f"{PAPER_AESTHETIC_THRESHOLD}); without them the selected set is not the paper's recipe",
     )
     p.add_argument("--aesthetic-model", help="aesthetic scorer for --aesthetic-threshold")
     p.add_argument(
         "--aesthetic-threshold",
         type=float,
-        help="keep regularization images scoring at least this (e.g. 6.0)",
+        help="keep regularization images scoring at least this (default with --aesthetic-model: "
+        f"{PAPER_AESTHETIC_THRESHOLD}, the paper's threshold)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
     p.add_argument("--batch-size", type=int, default=4, help="images per scoring pass (default 4)")
@@ -84,7 +113,7 @@ def _register_select(sub: argparse._SubParsersAction) -> None:
 
 
 def run_select(args: argparse.Namespace) -> int:
-    from prefalign.adapt.selection import scorer_score_fn, select_training_set
+    from prefalign.adapt.selection import PAPER_AESTHETIC_THRESHOLD, scorer_score_fn, select_training_set
     from prefalign.cli.common import format_table
     from prefalign.data import load_dataset
     from prefalign.scoring import load_scorer
@@ -93,6 +122,9 @@ def run_select(args: argparse.Namespace) -> int:
         raise CommandError("--aesthetic-threshold needs --aesthetic-model")
     if args.aesthetic_model and not args.regularization:
         raise CommandError("--aesthetic-model filters --regularization pairs; give --regularization too")
+    threshold = args.aesthetic_threshold
+    if args.aesthetic_model and threshold is None:
+        threshold = PAPER_AESTHETIC_THRESHOLD
     data = load_dataset(args.data)
     progress = False if args.no_progress else None
     scorer = load_scorer(args.model, device=args.device)
@@ -111,10 +143,10 @@ def run_select(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         identifier=args.identifier,
         min_group_size=args.min_group_size,
-        drop_degenerate=not args.keep_degenerate,
+        image_filter=args.image_filter,
         regularization=load_dataset(args.regularization) if args.regularization else None,
         aesthetic_fn=aesthetic,
-        aesthetic_threshold=args.aesthetic_threshold,
+        aesthetic_threshold=threshold,
     )
     print(format_table(report.as_rows(), ("count", "value")))
     print(
@@ -123,6 +155,16 @@ def run_select(args: argparse.Namespace) -> int:
     )
     for failure in report.failures:
         print(f"  skipped: {failure}", file=sys.stderr)
+    if report.degenerate:
+        print(f"dropped {report.degenerate} images by the {args.image_filter!r} filter", file=sys.stderr)
+    if report.groups_too_small:
+        print(
+            f"skipped {report.groups_too_small} of {report.groups} prompts with fewer than "
+            f"{args.min_group_size} usable images",
+            file=sys.stderr,
+        )
+    if not args.regularization:
+        print("no regularisation set (--regularization): not the paper's recipe", file=sys.stderr)
     return 0
 
 
@@ -230,7 +272,10 @@ def _register_train_lora(sub: argparse._SubParsersAction) -> None:
         "train-lora",
         help="train a LoRA adapter on the selected set (HPS section 6)",
         description="Train a peft LoRA on the UNet's to_q, to_k, to_v, to_out.0 (base UNet, VAE and text "
-        "encoder frozen) with the ε-prediction MSE. Saves diffusers' LoRA format "
+        "encoder frozen) with the ε-prediction MSE. The paper's recipe mixes regularisation images (LAION, "
+        "aesthetic score >= 6.5) into the data (`adapt select --regularization`); without them the log and "
+        "prefalign_adapter.json say so. Images: shorter side to --resolution (bilinear), random square crop "
+        "(--center-crop: the centre), as the authors' script. Saves diffusers' LoRA format "
         "(pytorch_lora_weights.safetensors, loadable by StableDiffusionPipeline.load_lora_weights) and "
         "prefalign_adapter.json with the identifier that `prefalign generate` uses as negative prompt.",
         epilog="examples:\n"
@@ -252,7 +297,20 @@ def run_train_lora(args: argparse.Namespace) -> int:
     _check_out(config)
     out = train_lora(config)
     print(f"adapter saved to {out}", file=sys.stderr)
+    _print_recipe_notes(out)
     return 0
+
+
+def _print_recipe_notes(out) -> None:
+    """Repeat the run's departures from the paper's recipe (recorded with the result) at the end."""
+    import json
+    from pathlib import Path
+
+    for name in ("prefalign_adapter.json", "prefalign_finetune.json"):
+        info_file = Path(out) / name
+        if info_file.is_file():
+            for note in json.loads(info_file.read_text(encoding="utf-8")).get("recipe_notes", []):
+                print(f"note: {note}", file=sys.stderr)
 
 
 def _register_train_rwr(sub: argparse._SubParsersAction) -> None:
@@ -263,11 +321,15 @@ def _register_train_rwr(sub: argparse._SubParsersAction) -> None:
         help="reward-weighted fine-tuning with a pre-training term (Lee et al.)",
         description="loss = mean r(x,z)·||ε − ε_θ(x_t, t, z)||² over model-generated pairs + β · mean "
         "||ε − ε_θ||² over pre-training pairs. Rewards are the records' human ratings where present, else "
-        "the --reward model's scores. Trains a LoRA adapter (default) or the whole UNet (--train unet, "
-        "which saves a full Stable Diffusion directory).",
-        epilog="example:\n"
+        "the --reward model's scores for the rest, mapped to [0, 1] by --reward-transform (Lee et al.'s rewards "
+        "are probabilities). Trains the whole UNet with the text encoder frozen (default, as Lee et al.; saves a "
+        "full Stable Diffusion directory) or a LoRA adapter (--train lora). Defaults marked 'ours' are this "
+        "toolkit's, not the paper's.",
+        epilog="examples:\n"
         "  prefalign adapt train-rwr --data generated --reward models/reward --prior-data laion-subset \\\n"
-        "      --base sd-v1-5 --out rwr --beta 1.0",
+        "      --base sd-v1-5 --out rwr\n"
+        "  prefalign adapt train-rwr --data generated --reward hps-v2 --reward-transform minmax --train lora \\\n"
+        "      --prior-data laion-subset --base sd-v1-5 --out rwr-lora",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_args(p, RewardWeightedConfig)
@@ -282,4 +344,5 @@ def run_train_rwr(args: argparse.Namespace) -> int:
     _check_out(config)
     out = train_reward_weighted(config)
     print(f"saved to {out}", file=sys.stderr)
+    _print_recipe_notes(out)
     return 0

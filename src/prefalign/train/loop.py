@@ -243,6 +243,7 @@ class Trainer:
                     if cfg.max_grad_norm > 0:
                         acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     optimizer.step()
+                    self.after_optimizer_step(model)
                     lr = scheduler.get_last_lr()[0]
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -287,6 +288,9 @@ class Trainer:
         return TrainResult(out, state, eval_before, eval_after, skipped)
 
     # ------------------------------------------------------------------ pieces
+    def after_optimizer_step(self, model: nn.Module) -> None:
+        """Called after every optimizer step (the place for parameter constraints); no-op here."""
+
     def parameter_groups(self, model: nn.Module) -> list[dict]:
         """AdamW parameter groups (default: every trainable parameter, the config's decay)."""
         params = [p for p in model.parameters() if p.requires_grad]

@@ -18,7 +18,7 @@ from torch import nn
 
 from prefalign.data.images import ImageLoadError, Preprocess
 from prefalign.train.examples import ChoiceExample, choice_examples, require_examples, split_records
-from prefalign.train.freezing import parameter_groups, unfreeze_last_blocks
+from prefalign.train.freezing import clamp_logit_scale, parameter_groups, unfreeze_last_blocks
 from prefalign.train.loop import Trainer, TrainerState
 from prefalign.train.losses import choice_accuracy, choice_logits, choice_loss
 from prefalign.train.preference_config import PreferenceConfig
@@ -96,8 +96,18 @@ class PreferenceTrainer(Trainer):
     def build_model(self) -> nn.Module:
         cfg = self.config
         self.clip.float()
-        unfreeze_last_blocks(self.clip, cfg.vision_blocks, cfg.text_blocks, logit_scale=cfg.train_logit_scale)
+        unfreeze_last_blocks(
+            self.clip,
+            cfg.vision_blocks,
+            cfg.text_blocks,
+            logit_scale=cfg.train_logit_scale,
+            semantics=cfg.unlock_semantics,
+        )
         return ChoiceModel(self.clip)
+
+    def after_optimizer_step(self, model: nn.Module) -> None:
+        """Keep the temperature in CLIP's range: exp(logit_scale) <= ``max_logit_scale`` (100)."""
+        clamp_logit_scale(self.accelerator.unwrap_model(model).clip, self.config.max_logit_scale)
 
     def parameter_groups(self, model: nn.Module) -> list[dict]:
         return parameter_groups(model, self.config.weight_decay)
