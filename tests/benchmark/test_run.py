@@ -44,7 +44,7 @@ def test_brighter_model_ranks_first_with_intervals_that_exclude_each_other(
     assert data["format"] == "prefalign-leaderboard" and data["ranking"] == ["bright", "dark"]
     page = result.paths["html"].read_text()
     assert page.count("data:image/png;base64,") >= 3 + 2 * 6  # 3 plots + a 6-prompt, 2-model grid
-    assert "src='images/" not in page and "http" not in page  # self-contained
+    assert "src='images/" not in page and "src='http" not in page  # self-contained
     assert "| 1 | bright |" in result.paths["markdown"].read_text()
 
 
