@@ -30,9 +30,9 @@ def test_run_then_rerun_reuses_images_and_compare_reads_both(tmp_path, dark_and_
     err = capsys.readouterr().err
     assert "dark: 8 images generated, 0 reused" in err
     board = json.loads((out / "leaderboard.json").read_text())
-    assert [s["name"] for s in board["scorers"]] == [str(tiny_hps), "random"]
+    assert [s["name"] for s in board["scorers"]] == ["hps", "random"]
     assert board["scorers"][0]["kind"] == "hps"
-    assert board["results"]["dark"][str(tiny_hps)]["n_images"] == 8
+    assert board["results"]["dark"][tiny_hps.name]["n_images"] == 8
     assert (out / "leaderboard.html").exists() and (out / "plots").is_dir()
 
     # The same command again generates nothing; a subset reuses the images of the larger run.
@@ -44,7 +44,7 @@ def test_run_then_rerun_reuses_images_and_compare_reads_both(tmp_path, dark_and_
     capsys.readouterr()
     small_board = json.loads((small / "leaderboard.json").read_text())
     assert small_board["prompt_set"]["selected"] == 2 and small_board["seeds"] == [0, 1]
-    assert small_board["results"]["dark"][str(tiny_hps)]["n_images"] == 4
+    assert small_board["results"]["dark"][tiny_hps.name]["n_images"] == 4
 
     assert main(["benchmark", "compare", str(out), str(small), "--out", str(tmp_path / "diff.json")]) == 0
     text = capsys.readouterr().out
@@ -52,8 +52,8 @@ def test_run_then_rerun_reuses_images_and_compare_reads_both(tmp_path, dark_and_
     diff = json.loads((tmp_path / "diff.json").read_text())
     assert diff["scorers_only_old"] == ["random"]
     row = next(r for r in diff["rows"] if r["model"] == "dark")
-    old_mean = board["results"]["dark"][str(tiny_hps)]["mean"]
-    assert row["difference"] == small_board["results"]["dark"][str(tiny_hps)]["mean"] - old_mean
+    old_mean = board["results"]["dark"][tiny_hps.name]["mean"]
+    assert row["difference"] == small_board["results"]["dark"][tiny_hps.name]["mean"] - old_mean
 
 
 def test_errors_are_one_line(tmp_path, capsys):

@@ -47,3 +47,13 @@ def test_ties_count_half_and_the_sign_test_leaves_them_out():
     w = board.win_rates["s"]["a"]["b"]
     assert (w["wins"], w["losses"], w["ties"]) == (1, 1, 2)
     assert w["win_rate"] == 0.5 and w["sign_test_p"] == 1.0
+
+
+def test_win_rate_matrix_keeps_a_zero_win_rate():
+    from prefalign.benchmark.report import win_rate_matrix
+
+    keys = [(p, 0) for p in range(3)]
+    grid = ScoreGrid(keys, {"a": np.zeros(3), "b": np.ones(3)})
+    board = compute_leaderboard(_set(3), [0], [{"name": "a"}, {"name": "b"}], [{"name": "s"}], {"s": grid})
+    m = win_rate_matrix(board, "s")  # ranking order: b, a
+    assert m[0, 1] == 1.0 and m[1, 0] == 0.0 and np.isnan(m[0, 0])

@@ -81,7 +81,8 @@ def win_matrix(models: Sequence[str], rates: np.ndarray, *, scorer: str) -> Figu
     for i in range(len(models)):
         for j in range(len(models)):
             if i != j and np.isfinite(rates[i, j]):
-                ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=8)
+                colour = "white" if abs(rates[i, j] - 0.5) > 0.3 else "black"  # readable on dark cells
+                ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=8, color=colour)
     fig.colorbar(im, ax=ax, label="win rate of row over column")
     ax.set_xlabel("against")
     ax.set_title(f"{scorer}: paired win rates")

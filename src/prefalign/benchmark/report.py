@@ -110,13 +110,7 @@ def leaderboard_figures(board: Leaderboard) -> list[tuple[str, object, str]]:
                 )
             )
         if len(models) > 1:
-            rates = np.array(
-                [
-                    [np.nan if a == b else (board.win_rates[s][a][b]["win_rate"] or np.nan) for b in models]
-                    for a in models
-                ],
-                dtype=float,
-            )
+            rates = win_rate_matrix(board, s)
             figures.append(
                 (
                     f"wins-{stem}",
@@ -125,6 +119,19 @@ def leaderboard_figures(board: Leaderboard) -> list[tuple[str, object, str]]:
                 )
             )
     return figures
+
+
+def win_rate_matrix(board: Leaderboard, scorer: str) -> np.ndarray:
+    """Row model's win rate over column model, models in ranking order; NaN on the diagonal."""
+    rates = board.win_rates[scorer]
+    models = board.ranking
+    out = np.full((len(models), len(models)), np.nan)
+    for i, a in enumerate(models):
+        for j, b in enumerate(models):
+            value = rates[a][b]["win_rate"] if a != b else None
+            if value is not None:  # a win rate of 0.0 is a value, not a gap
+                out[i, j] = value
+    return out
 
 
 def _stem(name: str) -> str:
@@ -196,7 +203,7 @@ def _header_lines(board: Leaderboard) -> list[str]:
         f"Prompt set `{ps['name']}`: {ps['selected']} of {ps['total']} prompts; seeds {seed_text}; "
         f"{len(board.models)} models; scorers {', '.join(s['name'] for s in board.scorers)}.",
     ]
-    if ps.get("source"):
+    if ps.get("source") and ps["source"] != ps["name"]:
         lines.append(
             f"Prompts from {ps['source']}" + (f", license {ps['license']}." if ps.get("license") else ".")
         )
@@ -279,18 +286,21 @@ def _html(board: Leaderboard, tables, figures, pngs: dict[str, bytes], grid) -> 
         parts.append(
             "<p>" + "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces)) + "</p>"
         )
-    for title, columns, rows in tables:
+    # The ranking first, then the plots, then the detailed tables: the top of the page sums it up.
+    for k, (title, columns, rows) in enumerate(tables):
         parts.append(
             f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in columns) + "</tr>"
         )
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
         parts.append("</table>")
-    parts.append("<h2>Plots</h2>")
-    for stem, _, caption in figures:
-        data = base64.b64encode(pngs[stem]).decode("ascii")
-        parts.append(
-            f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{data}'><figcaption>{e(caption)}</figcaption></figure>"
-        )
+        if k == 0:
+            parts.append("<h2>Plots</h2>")
+            for stem, _, caption in figures:
+                data = base64.b64encode(pngs[stem]).decode("ascii")
+                parts.append(
+                    f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{data}'>"
+                    f"<figcaption>{e(caption)}</figcaption></figure>"
+                )
     if grid:
         parts.append("<h2>Images (first seed)</h2><table class='grid'><tr><th>prompt</th>")
         parts += [f"<th>{e(m)}</th>" for m in board.ranking]

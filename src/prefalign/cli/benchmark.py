@@ -149,7 +149,12 @@ def run_command(args: argparse.Namespace) -> int:
             raise CommandError("give --models NAME=BASE ... to generate, or --images DIR")
         models = [parse_model(m) for m in args.models]
     device = resolve_device(args.device)
-    scorers = [load_eval_scorer(s, device=device, precision=args.precision) for s in args.scorers]
+    scorers = []
+    for name in args.scorers:
+        scorer = load_eval_scorer(name, device=device, precision=args.precision)
+        if Path(name).exists():  # a model directory: its folder name heads the tables (ours)
+            scorer.name = Path(name).resolve().name
+        scorers.append(scorer)
     settings = None
     if not args.images:
         from prefalign.adapt.generate import GenerationSettings
