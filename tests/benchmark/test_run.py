@@ -148,3 +148,22 @@ def test_parse_model():
     assert parse_model("sd+lora").name == "sd+lora"
     with pytest.raises(BenchmarkError, match="cannot name a folder"):
         parse_model("a/b=sd")
+
+
+def test_datasets_from_prefalign_generate_pair_by_prompt_text(tmp_path, dark_and_bright, brightness):
+    """A `prefalign generate` dataset numbers prompts in its own file's order: pairing goes by text."""
+    from prefalign.adapt.generate import generate
+
+    dark, bright = dark_and_bright
+    ps = load_prompt_set(write_prompts(tmp_path / "p.tsv", 3))
+    texts = [p.text for p in ps.prompts]
+    generate(dark, texts[::-1], [0, 1], tmp_path / "gen" / "dark", settings=FAST)  # reversed order
+    generate(bright, texts, [0, 1], tmp_path / "gen" / "bright", settings=FAST)
+    table = find_images(tmp_path / "gen", ps, None)
+    assert set(table.paths["dark"]) == {(i, s) for i in range(3) for s in (0, 1)}
+    assert table.paths["dark"][(0, 1)].endswith("images/00002-s1.png")  # set prompt 0 was line 2 there
+    result = run_benchmark(ps, [brightness], tmp_path / "run", images=tmp_path / "gen", seeds=[1])
+    assert result.leaderboard.ranking == ["bright", "dark"]
+    assert (
+        result.leaderboard.seeds == [1] and result.leaderboard.results["dark"]["brightness"]["n_images"] == 3
+    )

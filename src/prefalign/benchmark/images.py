@@ -133,6 +133,9 @@ def generate_images(
         missing = [(p, s) for p, s in jobs if not (folder / image_name(p.index, s)).exists()]
         counts.reused[model.name] = len(jobs) - len(missing)
         counts.generated[model.name] = len(missing)
+        # Every process lists the missing images before any process writes one, so all of them
+        # split the same list.
+        gather_lists([])
         if not missing:
             logger.info("%s: all %d images exist, reusing them", model.name, len(jobs))
             continue
