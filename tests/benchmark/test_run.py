@@ -167,3 +167,16 @@ def test_datasets_from_prefalign_generate_pair_by_prompt_text(tmp_path, dark_and
     assert (
         result.leaderboard.seeds == [1] and result.leaderboard.results["dark"]["brightness"]["n_images"] == 3
     )
+
+
+def test_a_dataset_with_one_prompt_and_seed_twice_is_refused(tmp_path):
+    from prefalign.data.dataset import Record, save_dataset
+
+    ps = load_prompt_set(write_prompts(tmp_path / "p.tsv", 2))
+    folder = tmp_path / "outside" / "m"
+    for name in ("a.png", "b.png"):
+        _save(folder / name, 10)
+    records = [Record(prompt=ps.prompts[0].text, images=[n], meta={"seed": 0}) for n in ("a.png", "b.png")]
+    save_dataset(records, folder)
+    with pytest.raises(BenchmarkError, match="with seed 0 twice"):
+        find_images(tmp_path / "outside", ps, None)

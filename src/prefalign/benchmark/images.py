@@ -304,5 +304,10 @@ def _from_dataset(folder: Path, by_text: dict[str, int]) -> tuple[dict[tuple[int
             skipped += len(rec.images)
             continue
         for seed, image in zip(seeds, rec.images):
-            found[(int(index), int(seed))] = ds.image_path(image)
+            key = (int(index), int(seed))
+            if key in found:
+                raise BenchmarkError(
+                    f"{folder}: prompt {rec.prompt[:50]!r} with seed {seed} twice; keep one image per prompt and seed"
+                )
+            found[key] = ds.image_path(image)
     return found, skipped

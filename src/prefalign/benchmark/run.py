@@ -84,6 +84,8 @@ def run_benchmark(
     else:
         if not models:
             raise BenchmarkError("no models given (--models NAME=BASE ... or --images DIR)")
+        if not seeds:
+            raise BenchmarkError("no seeds given (--seeds 0-3)")
         names = [m.name for m in models]
         if len(set(names)) != len(names):
             raise BenchmarkError(f"two models share a name in {names}; name them with NAME=BASE")
