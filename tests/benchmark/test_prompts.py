@@ -22,6 +22,11 @@ def test_parti_is_shipped_whole_with_categories_and_challenges():
     # The TSV quotes nothing: a prompt that starts with a quotation mark keeps it.
     assert any(p.text.startswith('"G I G G L E" painted') for p in ps.prompts)
     assert "Apache-2.0" in ps.license and "google-research/parti" in ps.source
+    from importlib import resources
+
+    data = resources.files("prefalign.benchmark") / "data"
+    assert "Apache License" in (data / "PartiPrompts.LICENSE").read_text(encoding="utf-8")
+    assert "google-research/parti" in (data / "NOTICE").read_text(encoding="utf-8")
 
 
 def test_limit_takes_every_category_round_robin_and_keeps_indices():
