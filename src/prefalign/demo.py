@@ -287,6 +287,63 @@ def step_compare(ctx: DemoContext) -> None:
     )
 
 
+def step_benchmark(ctx: DemoContext) -> None:
+    """``benchmark run``: base and adapted models on a prompt set with categories, a leaderboard."""
+    import torch
+
+    from prefalign.adapt.generate import GenerationSettings
+    from prefalign.benchmark import load_prompt_set, run_benchmark
+    from prefalign.benchmark.images import ModelSpec
+    from prefalign.evaluate import load_eval_scorer
+
+    prompts = ctx.out / "benchmark-prompts.tsv"
+    rows = [f"{p}\t{'animals' if p.endswith(('cat', 'dog')) else 'shapes'}" for p in DEMO_PROMPTS]
+    prompts.write_text("prompt\tcategory\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    model = ctx.artifacts.get("trained_scorer", ctx.artifacts["scorer"])
+    scorer = load_eval_scorer(str(model), device="cpu")
+    scorer.name = model.name
+    models = [
+        ModelSpec("base", str(ctx.artifacts["sd"])),
+        ModelSpec("adapted", str(ctx.artifacts["sd"]), str(ctx.artifacts["lora"])),
+    ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny UNet runs fastest on one thread (see step_adapt)
+    try:
+        result = run_benchmark(
+            load_prompt_set(prompts),
+            [scorer, load_eval_scorer("random")],
+            ctx.out / "benchmark",
+            models=models,
+            seeds=range(2),
+            settings=GenerationSettings(steps=10),
+            n_bootstrap=200,
+            progress=False,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    board = result.leaderboard
+    lines = [
+        "| rank | model | mean HPS [95% CI] | win rate vs the other | sign test p |",
+        "|---|---|---|---|---|",
+    ]
+    for i, m in enumerate(board.ranking, 1):
+        r = board.results[m][scorer.name]
+        other = next(o for o in board.ranking if o != m)
+        w = board.win_rates[scorer.name][m][other]
+        lines.append(
+            f"| {i} | {m} | {r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {w['win_rate']:.3f} | "
+            f"{w['sign_test_p']:.3g} |"
+        )
+    ctx.add(
+        "Leaderboard (`benchmark run`)",
+        f"`prefalign benchmark run` drew {len(DEMO_PROMPTS)} prompts (two categories) x 2 seeds from the base "
+        "and the adapted model into `benchmark/images/`, scored them with the trained tiny HPS model and the random "
+        "baseline, and wrote `benchmark/leaderboard.html` (plots, category heat map, win-rate matrix, image grid).\n\n"
+        + "\n".join(lines)
+        + "\n\nRe-running the same command reuses every image; `benchmark compare OLD NEW` diffs two leaderboards.",
+    )
+
+
 STEPS: list[Callable[[DemoContext], None]] = [
     step_dataset,
     step_scorer,
@@ -295,6 +352,7 @@ STEPS: list[Callable[[DemoContext], None]] = [
     step_train,
     step_adapt,
     step_compare,
+    step_benchmark,
 ]
 
 
