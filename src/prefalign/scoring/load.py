@@ -21,6 +21,7 @@ import torch
 
 from prefalign.data.images import Preprocess
 from prefalign.errors import PrefalignError, first_line
+from prefalign.scoring.catalog import JOINT_KINDS
 from prefalign.scoring.heads import HEADS, AestheticMLP
 from prefalign.scoring.model_format import HEAD_FILE, HEAD_KINDS, SCORE_KINDS, SPEC_FILE, ScorerSpec
 from prefalign.scoring.scorer import Scorer
@@ -43,6 +44,7 @@ CONVERTED_MODELS: dict[str, tuple[str, str]] = {
     "hps-v2": ("HPS_v2_compressed.pt", "hps-v2"),
     "hps-v2.1": ("HPS_v2.1_compressed.pt", "hps-v2"),
     "aesthetic": ("sac+logos+ava1-l14-linearMSE.pth", "aesthetic --base openai/clip-vit-large-patch14"),
+    "imagereward": ("ImageReward.pt", "imagereward --tokenizer bert-base-uncased"),
 }
 
 
@@ -109,6 +111,12 @@ def load_scorer(
 
     source = str(path) if path.exists() else target
     spec = _read_spec(path) if path.exists() else None
+    if spec is not None and spec.kind in JOINT_KINDS and kind_override is None:
+        from prefalign.scoring.joint_load import load_joint_scorer
+
+        return load_joint_scorer(
+            path, spec, device=resolve_device(device), precision=precision, name=str(name_or_path)
+        )
     model, tokenizer = _load_clip(source)
     if spec is None:
         spec = _default_spec(source, model, hub_defaults)
