@@ -10,9 +10,11 @@ from PIL import Image, ImageDraw
 from prefalign.scoring import convert_checkpoint, load_scorer
 from prefalign.scoring.pixels import ScorerLike, WeightedReward, pil_bicubic
 from prefalign.testing import save_tiny_clip
+from prefalign.testing.clip import tiny_clip_model, tiny_clip_tokenizer
 
 from . import reference_clip as rclip
 from . import reference_imagereward as rir
+from . import reference_mps as rmps
 
 PROMPT = "a photo of a red circle"
 # (input, output) sizes: plain downscales, upscales, and mixes where Pillow 13 runs the vertical
@@ -76,10 +78,21 @@ def scorers(tmp_path_factory):
     out["imagereward"] = load_scorer(
         convert_checkpoint("imagereward", tmp / "ir.pt", tmp / "ir", tokenizer=tmp / "bert"), device="cpu"
     )
+    mps_clip = tiny_clip_model(seed=3, hidden_act="gelu", image_size=224, patch_size=32)
+    mps_state = {f"model.{k}": v for k, v in mps_clip.state_dict().items()}
+    mps_state.update(rmps.random_cross_state(mps_clip.config.projection_dim))
+    torch.save(mps_state, tmp / "mps.pt")
+    tiny_clip_tokenizer().save_pretrained(tmp / "clip-tok")
+    out["mps"] = load_scorer(
+        convert_checkpoint(
+            "mps", tmp / "mps.pt", tmp / "mps", tokenizer=tmp / "clip-tok", vision_heads=2, text_heads=2
+        ),
+        device="cpu",
+    )
     return out
 
 
-FAMILIES = ("hps", "clip", "pickscore", "aesthetic", "imagereward")
+FAMILIES = ("hps", "clip", "pickscore", "aesthetic", "imagereward", "mps")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

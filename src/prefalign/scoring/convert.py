@@ -413,6 +413,18 @@ def convert_checkpoint(
             provenance=provenance,
             overwrite=overwrite,
         )
+    if layout == "mps":
+        from prefalign.scoring.mps import convert_mps
+
+        return convert_mps(
+            Path(src),
+            out,
+            tokenizer=tokenizer,
+            vision_heads=vision_heads,
+            text_heads=text_heads,
+            provenance=provenance,
+            overwrite=overwrite,
+        )
     if layout == "openai":
         src = Path(src)
         state = read_state_dict(src)

@@ -14,4 +14,8 @@ def load_joint_scorer(path: Path, spec: ScorerSpec, **kwargs) -> JointScorer:
         from prefalign.scoring.imagereward import load_imagereward
 
         return load_imagereward(Path(path), spec, **kwargs)
+    if spec.kind == "mps":
+        from prefalign.scoring.mps import load_mps
+
+        return load_mps(Path(path), spec, **kwargs)
     raise ValueError(f"{path}: no loader for kind {spec.kind!r}")

@@ -85,6 +85,15 @@ FAMILY_TABLE: tuple[ScorerFamily, ...] = (
         "THUDM/ImageReward (Xu et al., NeurIPS 2023)",
     ),
     ScorerFamily(
+        "mps",
+        "mps",
+        "logit_scale.exp()*cos(prompt, condition-aware image embedding); condition: overall preference",
+        "center-crop 224 (HF CLIPImageProcessor; crop offset floors where torchvision rounds), CLIP mean/std",
+        "convert --from mps MPS_overall_checkpoint.pth --tokenizer laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        _PIXELS,
+        "Kwai-Kolors/MPS (Zhang et al., CVPR 2024)",
+    ),
+    ScorerFamily(
         "reward (trained here)",
         "reward",
         "sigmoid(MLP([image; prompt])) in (0, 1) (Lee et al.)",
@@ -96,6 +105,5 @@ FAMILY_TABLE: tuple[ScorerFamily, ...] = (
 )
 
 NOT_YET = {
-    "mps": "MPS (Kwai-Kolors/MPS, CVPR 2024): not converted yet",
     "hpsv3": "HPSv3 (MizzenAI/HPSv3, ICCV 2025): not converted yet",
 }
