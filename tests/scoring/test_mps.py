@@ -126,3 +126,22 @@ def test_not_an_mps_checkpoint(tmp_path):
     torch.save({"foo": torch.zeros(2)}, tmp_path / "x.pt")
     with pytest.raises(ConversionError, match="not the MPS layout"):
         convert_checkpoint("mps", tmp_path / "x.pt", tmp_path / "o")
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_restricted_unpickler_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"model": _Evil(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(ConversionError, match="evil.pth"):
+        convert_checkpoint("mps", tmp_path / "evil.pth", tmp_path / "o")
+    assert not marker.exists()
+    assert not (tmp_path / "o").exists()

@@ -45,6 +45,7 @@ CONVERTED_MODELS: dict[str, tuple[str, str]] = {
     "hps-v2.1": ("HPS_v2.1_compressed.pt", "hps-v2"),
     "aesthetic": ("sac+logos+ava1-l14-linearMSE.pth", "aesthetic --base openai/clip-vit-large-patch14"),
     "imagereward": ("ImageReward.pt", "imagereward --tokenizer bert-base-uncased"),
+    "mps": ("MPS_overall_checkpoint.pth", "mps --tokenizer laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
 }
 
 
