@@ -141,7 +141,7 @@ class _Evil:
 def test_restricted_unpickler_runs_nothing(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"model": _Evil(marker)}, tmp_path / "evil.pth")
-    with pytest.raises(ConversionError, match="evil.pth"):
+    with pytest.raises(ConversionError, match=r"evil\.pth: the pickled module holds no tensors"):
         convert_checkpoint("mps", tmp_path / "evil.pth", tmp_path / "o")
     assert not marker.exists()
     assert not (tmp_path / "o").exists()
