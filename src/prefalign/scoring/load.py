@@ -110,14 +110,15 @@ def load_scorer(
         elif target.startswith((".", "/", "~")) or target.count("/") != 1:
             raise ScorerLoadError(f"{target}: no such model directory, known name or hub id")
 
+    if kind_override is None and (path / SPEC_FILE).is_file():
+        joint = _joint_scorer(
+            path, device=resolve_device(device), precision=precision, name=str(name_or_path)
+        )
+        if joint is not None:  # ImageReward, MPS...: not a CLIP directory
+            return joint
+
     source = str(path) if path.exists() else target
     spec = _read_spec(path) if path.exists() else None
-    if spec is not None and spec.kind in JOINT_KINDS and kind_override is None:
-        from prefalign.scoring.joint_load import load_joint_scorer
-
-        return load_joint_scorer(
-            path, spec, device=resolve_device(device), precision=precision, name=str(name_or_path)
-        )
     model, tokenizer = _load_clip(source)
     if spec is None:
         spec = _default_spec(source, model, hub_defaults)
@@ -203,3 +204,13 @@ def _load_head(path: Path, spec: ScorerSpec) -> torch.nn.Module:
     head = cls(cls.dims_from_state_dict(state))
     head.load_state_dict(state)
     return head.eval()
+
+
+def _joint_scorer(path: Path, **kwargs):
+    """The scorer of a directory whose kind is in ``JOINT_KINDS`` (its own model), else None."""
+    spec = ScorerSpec.load(path)
+    if spec.kind not in JOINT_KINDS:
+        return None
+    from prefalign.scoring.joint_load import load_joint_scorer
+
+    return load_joint_scorer(path, spec, **kwargs)
