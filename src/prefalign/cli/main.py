@@ -18,6 +18,7 @@ from prefalign.errors import PrefalignError
 COMMAND_MODULES = (
     "prefalign.cli.score",
     "prefalign.cli.convert",
+    "prefalign.cli.list_scorers",
     "prefalign.cli.data",
     "prefalign.cli.train",
     "prefalign.cli.demo",

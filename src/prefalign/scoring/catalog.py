@@ -8,7 +8,12 @@ SCORE_KINDS: dict[str, str] = {
     "pickscore": "logit_scale.exp() * cos(i, t)  (PickScore)",
     "aesthetic": "MLP(i)  (LAION improved aesthetic predictor; the prompt is ignored)",
     "reward": "sigmoid(MLP([i; t])) in (0, 1)  (Lee et al. reward model)",
+    "imagereward": "(MLP(BLIP text [CLS] attending to the image) - 0.1672) / 1.0333  (ImageReward)",
+    "mps": "logit_scale.exp() * cos(t, condition-masked cross-attention of image tokens)  (MPS)",
 }
+# Kinds scored by one network over image and prompt together (scoring/joint.py), not from CLIP
+# embeddings: their directories hold their own model, loaded by scoring/joint_load.py.
+JOINT_KINDS = frozenset({"imagereward", "mps"})
 TEXT_FREE_KINDS = frozenset({"aesthetic"})
 # Kinds whose score comes from a head saved beside the CLIP weights (HEAD_FILE).
 HEAD_KINDS = frozenset({"aesthetic", "reward"})
@@ -26,4 +31,6 @@ FAMILIES: dict[str, tuple[str, str, str, str, str]] = {
     "aesthetic": ("aesthetic", "aesthetic", "center-crop", "", ""),
     "pickscore": ("hf", "pickscore", "center-crop", "", ""),
     "hf-clip": ("hf", "clip", "center-crop", "", ""),
+    "imagereward": ("imagereward", "imagereward", "center-crop", "gelu", "bert-base-uncased"),
+    "mps": ("mps", "mps", "center-crop", "gelu", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
 }

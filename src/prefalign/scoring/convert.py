@@ -401,6 +401,30 @@ def convert_checkpoint(
         "source": Path(str(src)).name,
         "converted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if layout == "imagereward":
+        from prefalign.scoring.imagereward import convert_imagereward
+
+        return convert_imagereward(
+            Path(src),
+            out,
+            tokenizer=tokenizer,
+            vision_heads=vision_heads,
+            text_heads=text_heads,
+            provenance=provenance,
+            overwrite=overwrite,
+        )
+    if layout == "mps":
+        from prefalign.scoring.mps import convert_mps
+
+        return convert_mps(
+            Path(src),
+            out,
+            tokenizer=tokenizer,
+            vision_heads=vision_heads,
+            text_heads=text_heads,
+            provenance=provenance,
+            overwrite=overwrite,
+        )
     if layout == "openai":
         src = Path(src)
         state = read_state_dict(src)

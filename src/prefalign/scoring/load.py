@@ -22,6 +22,7 @@ import torch
 
 from prefalign.data.images import Preprocess
 from prefalign.errors import PrefalignError, first_line
+from prefalign.scoring.catalog import JOINT_KINDS
 from prefalign.scoring.heads import HEADS, AestheticMLP
 from prefalign.scoring.model_format import HEAD_FILE, HEAD_KINDS, SCORE_KINDS, SPEC_FILE, ScorerSpec
 from prefalign.scoring.scorer import Scorer
@@ -47,6 +48,8 @@ CONVERTED_MODELS: dict[str, tuple[str, str]] = {
     "hps-v2": ("HPS_v2_compressed.pt", "hps-v2"),
     "hps-v2.1": ("HPS_v2.1_compressed.pt", "hps-v2"),
     "aesthetic": ("sac+logos+ava1-l14-linearMSE.pth", "aesthetic --base openai/clip-vit-large-patch14"),
+    "imagereward": ("ImageReward.pt", "imagereward --tokenizer bert-base-uncased"),
+    "mps": ("MPS_overall_checkpoint.pth", "mps --tokenizer laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
 }
 
 
@@ -127,6 +130,13 @@ def load_scorer(
             hub_defaults = (kind, mode)
         elif target.startswith((".", "/", "~")) or target.count("/") != 1:
             raise ScorerLoadError(f"{target}: no such model directory, known name or hub id")
+
+    if kind_override is None and (path / SPEC_FILE).is_file():
+        joint = _joint_scorer(
+            path, device=resolve_device(device), precision=precision, name=str(name_or_path)
+        )
+        if joint is not None:  # ImageReward, MPS...: not a CLIP directory
+            return joint
 
     source = str(path) if path.exists() else target
     spec = _read_spec(path) if path.exists() else None
@@ -261,3 +271,13 @@ def _load_head(path: Path, spec: ScorerSpec) -> torch.nn.Module:
     head = cls(cls.dims_from_state_dict(state))
     head.load_state_dict(state)
     return head.eval()
+
+
+def _joint_scorer(path: Path, **kwargs):
+    """The scorer of a directory whose kind is in ``JOINT_KINDS`` (its own model), else None."""
+    spec = ScorerSpec.load(path)
+    if spec.kind not in JOINT_KINDS:
+        return None
+    from prefalign.scoring.joint_load import load_joint_scorer
+
+    return load_joint_scorer(path, spec, **kwargs)

@@ -251,6 +251,15 @@ class Scorer:
         scores = self.score_embeddings(image_embeds, text).cpu()
         return scores[[i for _, i in plan.source[0]]] if plan.n_shared else scores
 
+    def score_pixels(self, pixels: torch.Tensor, prompts: Sequence[str] | str) -> torch.Tensor:
+        """Differentiable scores of ``(B, 3, H, W)`` float pixels in [0, 1] (one prompt or B).
+
+        Preprocessing runs in torch; gradients flow to ``pixels`` (see ``scoring.pixels``).
+        """
+        from prefalign.scoring.pixels import clip_score_pixels
+
+        return clip_score_pixels(self, pixels, prompts)
+
     def probabilities(self, images: Sequence[ImageInput], prompt: str) -> torch.Tensor:
         """Softmax of the scores over one prompt's images (PickScore's preference probabilities)."""
         return torch.softmax(self.score(images, prompt), dim=0)
