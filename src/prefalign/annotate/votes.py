@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from prefalign.annotate.errors import InvalidVote, NotAuthorized, NotFound, VoteConflict
-from prefalign.annotate.models import Annotator, Assignment, Study, Task, Vote, answer_of, utcnow
+from prefalign.annotate.models import Assignment, Study, Task, Vote, answer_of, utcnow
 
 RATING_ANSWERS = {"good": 1.0, "bad": 0.0}
 SKIP = "skip"
@@ -29,35 +29,63 @@ class VoteResult:
     vote_id: int
 
 
+# Task ids are INTEGER columns: 32-bit signed on PostgreSQL, so larger ids exist nowhere.
+MAX_TASK_ID = 2**31 - 1
+
+
+def _ascii_integer(raw: object) -> int | None:
+    """``raw`` as a non-negative integer if it is a JSON integer (not a boolean) or a string of
+    ASCII digits; None otherwise (``True``, ``"1.0"``, ``"0_0"``, ``"\u0661"``, ``" 1"``...)."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 20:
+        return int(raw)
+    return None
+
+
 def parse_task_id(raw: object) -> int:
-    """A task id from a form field or JSON value, or :class:`InvalidVote`."""
-    try:
-        return int(str(raw).strip())
-    except ValueError:
-        raise InvalidVote(f"task must be a task id (an integer), not {raw!r}") from None
+    """A task id from a form field, URL or JSON value.
+
+    Raises:
+        InvalidVote: for anything but an integer (a JSON integer or ASCII digits).
+        NotFound: for an integer outside the range task ids can have (1 to 2**31 - 1).
+    """
+    value = _ascii_integer(raw)
+    if value is None and isinstance(raw, str) and raw.isascii() and raw.isdigit():
+        value = MAX_TASK_ID + 1  # a long run of digits: an id no task has
+    if value is None:
+        raise InvalidVote(f"task must be a task id (an integer), not {str(raw)[:40]!r}")
+    if not 1 <= value <= MAX_TASK_ID:
+        raise NotFound(f"no task {str(value)[:40]} in this study")
+    return value
 
 
 def _parse_answer(kind: str, raw: object, n_images: int) -> dict:
-    """The answer as the columns of :class:`Vote` (choice as shown position for now)."""
-    text = str(raw).strip().lower() if raw is not None else ""
-    if kind == "rating":
-        if text == SKIP:
-            return {"shown_position": None, "rating": None, "skipped": True}
-        if text not in RATING_ANSWERS:
-            raise InvalidVote(f"a rating is 'good', 'bad' or 'skip', not {raw!r}")
-        return {"shown_position": 0, "rating": RATING_ANSWERS[text], "skipped": False}
-    try:
-        position = int(text)
-    except ValueError:
-        raise InvalidVote(
-            f"the answer must be the position of an image (0 to {n_images - 1}), not {raw!r}"
-        ) from None
-    if not 0 <= position < n_images:
-        raise InvalidVote(f"image position {position} is out of range: this task has {n_images} images")
-    return {"shown_position": position, "rating": None, "skipped": False}
+    """The answer as the columns of :class:`Vote` (choice as shown position for now).
+
+    Positions are strict: a JSON integer or a string of ASCII digits, in range.
+    """
+    shown = repr(raw)[:40]
+    if kind != "rating":
+        position = _ascii_integer(raw)
+        if position is None:
+            raise InvalidVote(
+                f"the answer must be the position of an image (0 to {n_images - 1}), not {shown}"
+            )
+        if not 0 <= position < n_images:
+            raise InvalidVote(f"image position {position} is out of range: this task has {n_images} images")
+        return {"shown_position": position, "rating": None, "skipped": False}
+    text = raw.strip().lower() if isinstance(raw, str) else ""
+    if text == SKIP:
+        return {"shown_position": None, "rating": None, "skipped": True}
+    if text not in RATING_ANSWERS:
+        raise InvalidVote(f"a rating is 'good', 'bad' or 'skip', not {shown}")
+    return {"shown_position": 0, "rating": RATING_ANSWERS[text], "skipped": False}
 
 
-def assignment_for(session: Session, study: Study, annotator: Annotator, task_id: int) -> Assignment:
+def assignment_for(session: Session, study: Study, annotator_id: int, task_id: int) -> Assignment:
     """This annotator's assignment of ``task_id`` in ``study``.
 
     Raises:
@@ -68,7 +96,7 @@ def assignment_for(session: Session, study: Study, annotator: Annotator, task_id
     if task is None or task.study_id != study.id:
         raise NotFound(f"no task {task_id} in this study")
     assignment = session.scalar(
-        select(Assignment).where(Assignment.task_id == task_id, Assignment.annotator_id == annotator.id)
+        select(Assignment).where(Assignment.task_id == task_id, Assignment.annotator_id == annotator_id)
     )
     if assignment is None:
         raise NotAuthorized(f"task {task_id} is not assigned to you")
@@ -76,14 +104,14 @@ def assignment_for(session: Session, study: Study, annotator: Annotator, task_id
 
 
 def record_vote(
-    session: Session, study: Study, annotator: Annotator, task_id: int, answer: object
+    session: Session, study: Study, annotator_id: int, task_id: int, answer: object
 ) -> VoteResult:
     """Validate and store one vote in the caller's transaction.
 
     Args:
         session: A session inside a transaction (committed by the caller).
         study: The study served.
-        annotator: The authenticated annotator.
+        annotator_id: The authenticated annotator's id.
         task_id: The task voted on.
         answer: The shown position of the chosen image, or ``good``/``bad``/``skip``.
 
@@ -95,7 +123,7 @@ def record_vote(
         InvalidVote: for an answer that does not fit the task.
         VoteConflict: for a different answer to a task already answered.
     """
-    assignment = assignment_for(session, study, annotator, task_id)
+    assignment = assignment_for(session, study, annotator_id, task_id)
     task = assignment.task
     parsed = _parse_answer(study.kind, answer, len(task.images))
     position = parsed.pop("shown_position")
@@ -114,7 +142,7 @@ def record_vote(
     vote = Vote(
         assignment_id=assignment.id,
         task_id=task.id,
-        annotator_id=annotator.id,
+        annotator_id=annotator_id,
         shown_order=list(assignment.shown_order),
         created_at=now,
         **columns,
