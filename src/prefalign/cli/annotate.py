@@ -81,16 +81,28 @@ def run_create_study(args: argparse.Namespace) -> int:
         annotators_per_task=args.annotators_per_task,
         question=args.question or "",
     )
+    from prefalign.annotate.storage import sqlite_path
+
     if args.source:
         check_records(args.source, config.kind)  # refuse before copying anything
         copy_dataset(args.source, args.study)
-    store = Store.open(_resolve_db(args))
+    db = _resolve_db(args)
+    new_file = sqlite_path(db)
+    if new_file is not None and new_file.exists():
+        new_file = None  # an existing database is never removed
+    store = Store.open(db)
     try:
         study = create_study(store, args.study, config)
         admin_token = add_annotator(store, study, args.admin_name, role="admin")
         n_tasks = task_count(store, study)
-    finally:
+    except BaseException:
         store.close()
+        if new_file is not None:
+            # Nothing should be left behind by a create-study that failed: not even an empty database.
+            for leftover in (new_file, *(new_file.with_name(new_file.name + s) for s in ("-wal", "-shm"))):
+                leftover.unlink(missing_ok=True)
+        raise
+    store.close()
     print(
         f"created {config.kind} study {config.name!r} in {args.study}: {n_tasks} tasks, "
         f"each for {config.annotators_per_task} annotator(s)"
