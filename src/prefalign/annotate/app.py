@@ -55,7 +55,7 @@ from prefalign.annotate.progress import StudyProgress, study_progress
 from prefalign.annotate.storage import Store
 from prefalign.annotate.study import find_study, read_study_config
 from prefalign.annotate.tokens import hash_token
-from prefalign.annotate.votes import parse_task_id, record_vote
+from prefalign.annotate.votes import VotePlan, VoteResult, parse_task_id, plan_vote, write_vote
 
 HERE = Path(__file__).parent
 log = logging.getLogger(__name__)
@@ -279,11 +279,20 @@ def create_app(
             current = open_assignment(session, holder.id)
             return None if current is None else describe(session, holder, current)
 
-        def assign(session: Session, study: Study) -> dict[str, Any]:
+        def assign(session: Session, study: Study) -> int | None:
             assignment = next_assignment(session, study, holder.id, lease, release_expired=sweep_due())
-            return describe(session, holder, assignment)
+            return None if assignment is None else assignment.id
 
-        return reading(look) or transaction(assign)
+        def show(session: Session, study: Study) -> dict[str, Any]:
+            return describe(session, holder, None if new is None else session.get(Assignment, new))
+
+        found = reading(look)
+        if found is not None:
+            return found
+        # The write transaction holds SQLite's lock: it only claims the task; the page's
+        # figures are read after it, without the lock.
+        new = transaction(assign)
+        return reading(show)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -339,11 +348,24 @@ def create_app(
     def vote(holder: Holder, task: object, answer: object) -> dict[str, Any]:
         task_id = parse_task_id(task)
 
-        def work(session: Session, study: Study) -> dict[str, Any]:
-            result = record_vote(session, study, holder.id, task_id, answer)
-            return {"status": result.status, "vote": result.vote_id}
+        def check(session: Session, study: Study) -> VotePlan | VoteResult:
+            return plan_vote(session, study, holder.id, task_id, answer)
 
-        return transaction(work)
+        # Checked without the write lock; only the inserts and counter updates hold it. A
+        # concurrent identical vote makes the insert fail on the unique assignment_id: the
+        # next attempt's check then finds that vote and answers "duplicate".
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            plan = reading(check)
+            if isinstance(plan, VoteResult):
+                return {"status": plan.status, "vote": plan.vote_id}
+            try:
+                with store.transaction() as session:
+                    result = write_vote(session, plan)
+                return {"status": result.status, "vote": result.vote_id}
+            except IntegrityError:
+                if attempt == TRANSACTION_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     @app.post("/vote")
     def vote_form(request: Request, task: str = Form(""), answer: str = Form("")) -> RedirectResponse:

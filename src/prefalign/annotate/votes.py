@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from prefalign.annotate.errors import InvalidVote, NotAuthorized, NotFound, VoteConflict
@@ -103,10 +103,96 @@ def assignment_for(session: Session, study: Study, annotator_id: int, task_id: i
     return assignment
 
 
+@dataclass(frozen=True)
+class VotePlan:
+    """A checked new vote, ready to be written: what :func:`plan_vote` found, in plain values."""
+
+    assignment_id: int
+    task_id: int
+    annotator_id: int
+    shown_order: list[int]
+    columns: dict
+
+
+def plan_vote(
+    session: Session, study: Study, annotator_id: int, task_id: int, answer: object
+) -> VotePlan | VoteResult:
+    """Check a vote without writing anything (a read-only session is enough).
+
+    Returns:
+        A :class:`VoteResult` ``duplicate`` when this answer was given already, else the plan
+        for :func:`write_vote`.
+
+    Raises:
+        NotFound, NotAuthorized: for a task of another study or not assigned to this annotator.
+        InvalidVote: for an answer that does not fit the task.
+        VoteConflict: for a different answer to a task already answered.
+    """
+    assignment = assignment_for(session, study, annotator_id, task_id)
+    parsed = _parse_answer(study.kind, answer, len(assignment.shown_order))
+    position = parsed.pop("shown_position")
+    columns = {
+        **parsed,
+        "shown_position": position,
+        "choice": None if study.kind == "rating" or position is None else assignment.shown_order[position],
+    }
+    existing = session.scalar(select(Vote).where(Vote.assignment_id == assignment.id))
+    if existing is not None:
+        wanted = {"choice": columns["choice"], "rating": columns["rating"], "skipped": columns["skipped"]}
+        if answer_of(existing) == wanted:
+            return VoteResult("duplicate", existing.id)
+        raise VoteConflict(f"you already answered task {task_id}; an answer cannot be changed")
+    return VotePlan(assignment.id, task_id, annotator_id, list(assignment.shown_order), columns)
+
+
+def write_vote(session: Session, plan: VotePlan) -> VoteResult:
+    """Write a planned vote in the caller's write transaction (a few Core statements).
+
+    The unique ``votes.assignment_id`` refuses a second row for one assignment: a concurrent
+    identical vote raises ``IntegrityError`` here, and the caller's retry then finds it in
+    :func:`plan_vote` and answers ``duplicate``.
+    """
+    claim_held = session.scalar(select(Assignment.claim_held).where(Assignment.id == plan.assignment_id))
+    now = utcnow()
+    vote_id = session.execute(
+        insert(Vote).values(
+            assignment_id=plan.assignment_id,
+            task_id=plan.task_id,
+            annotator_id=plan.annotator_id,
+            shown_order=plan.shown_order,
+            created_at=now,
+            **plan.columns,
+        )
+    ).inserted_primary_key[0]
+    # A held slot turns into a counted vote, or is given back by a skip; a vote whose lease
+    # had run out takes a slot of its own (see assign.py).
+    counters = {}
+    if not plan.columns["skipped"]:
+        counters["done_votes"] = Task.done_votes + 1
+        if not claim_held:
+            counters["slots_used"] = Task.slots_used + 1
+    elif claim_held:
+        counters["slots_used"] = Task.slots_used - 1
+    if counters:
+        session.execute(
+            update(Task)
+            .where(Task.id == plan.task_id)
+            .values(**counters)
+            .execution_options(synchronize_session=False)
+        )
+    session.execute(
+        update(Assignment)
+        .where(Assignment.id == plan.assignment_id)
+        .values(answered_at=now, claim_held=False)
+        .execution_options(synchronize_session=False)
+    )
+    return VoteResult("recorded", vote_id)
+
+
 def record_vote(
     session: Session, study: Study, annotator_id: int, task_id: int, answer: object
 ) -> VoteResult:
-    """Validate and store one vote in the caller's transaction.
+    """Validate and store one vote in the caller's (write) transaction.
 
     Args:
         session: A session inside a transaction (committed by the caller).
@@ -123,44 +209,5 @@ def record_vote(
         InvalidVote: for an answer that does not fit the task.
         VoteConflict: for a different answer to a task already answered.
     """
-    assignment = assignment_for(session, study, annotator_id, task_id)
-    task = assignment.task
-    parsed = _parse_answer(study.kind, answer, len(task.images))
-    position = parsed.pop("shown_position")
-    columns = {
-        **parsed,
-        "shown_position": position,
-        "choice": None if study.kind == "rating" or position is None else assignment.shown_order[position],
-    }
-    existing = session.scalar(select(Vote).where(Vote.assignment_id == assignment.id))
-    if existing is not None:
-        wanted = {"choice": columns["choice"], "rating": columns["rating"], "skipped": columns["skipped"]}
-        if answer_of(existing) == wanted:
-            return VoteResult("duplicate", existing.id)
-        raise VoteConflict(f"you already answered task {task_id}; an answer cannot be changed")
-    now = utcnow()
-    vote = Vote(
-        assignment_id=assignment.id,
-        task_id=task.id,
-        annotator_id=annotator_id,
-        shown_order=list(assignment.shown_order),
-        created_at=now,
-        **columns,
-    )
-    session.add(vote)
-    # A held slot turns into a counted vote, or is given back by a skip; a vote whose lease
-    # had run out takes a slot of its own (see assign.py).
-    counters = {}
-    if not vote.skipped:
-        counters["done_votes"] = Task.done_votes + 1
-        if not assignment.claim_held:
-            counters["slots_used"] = Task.slots_used + 1
-    elif assignment.claim_held:
-        counters["slots_used"] = Task.slots_used - 1
-    if counters:
-        increment = update(Task).where(Task.id == task.id).values(**counters)
-        session.execute(increment.execution_options(synchronize_session=False))
-    assignment.answered_at = now
-    assignment.claim_held = False
-    session.flush()
-    return VoteResult("recorded", vote.id)
+    plan = plan_vote(session, study, annotator_id, task_id, answer)
+    return plan if isinstance(plan, VoteResult) else write_vote(session, plan)
