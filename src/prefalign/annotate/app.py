@@ -261,30 +261,33 @@ def create_app(
         available = max(0, (with_free_slot or 0) - (seen_with_free_slot or 0))
         return Progress(done=done or 0, total=(done or 0) + int(has_open_task) + available)
 
-    def describe(session: Session, holder: Holder, assignment: Assignment | None) -> dict[str, Any]:
-        done = progress_of(session, holder, has_open_task=assignment is not None)
+    def shown_task(assignment: Assignment) -> dict[str, Any]:
+        task = assignment.task
+        return {
+            "id": task.id,
+            "prompt": task.prompt,
+            "images": [f"/image/{task.id}/{p}" for p in range(len(assignment.shown_order))],
+        }
+
+    def describe(session: Session, holder: Holder, task: dict[str, Any] | None) -> dict[str, Any]:
+        done = progress_of(session, holder, has_open_task=task is not None)
         context: dict[str, Any] = {"study": study, "annotator": holder.name, "progress": done}
-        if assignment is not None:
-            task = assignment.task
-            context["task"] = {
-                "id": task.id,
-                "prompt": task.prompt,
-                "images": [f"/image/{task.id}/{p}" for p in range(len(assignment.shown_order))],
-            }
+        if task is not None:
+            context["task"] = task
         return context
 
     def task_context(holder: Holder) -> dict[str, Any]:
         # Most requests find the task already on screen: a read. Only a new task is a write.
         def look(session: Session, study: Study) -> dict[str, Any] | None:
             current = open_assignment(session, holder.id)
-            return None if current is None else describe(session, holder, current)
+            return None if current is None else describe(session, holder, shown_task(current))
 
-        def assign(session: Session, study: Study) -> int | None:
+        def assign(session: Session, study: Study) -> dict[str, Any] | None:
             assignment = next_assignment(session, study, holder.id, lease, release_expired=sweep_due())
-            return None if assignment is None else assignment.id
+            return None if assignment is None else shown_task(assignment)
 
         def show(session: Session, study: Study) -> dict[str, Any]:
-            return describe(session, holder, None if new is None else session.get(Assignment, new))
+            return describe(session, holder, new)
 
         found = reading(look)
         if found is not None:

@@ -86,21 +86,23 @@ def _parse_answer(kind: str, raw: object, n_images: int) -> dict:
 
 
 def assignment_for(session: Session, study: Study, annotator_id: int, task_id: int) -> Assignment:
-    """This annotator's assignment of ``task_id`` in ``study``.
+    """This annotator's assignment of ``task_id`` in ``study`` (one query when it exists).
 
     Raises:
         NotFound: if the study has no such task.
         NotAuthorized: if the task was never assigned to this annotator.
     """
+    found = session.execute(
+        select(Assignment, Task.study_id)
+        .join(Task, Task.id == Assignment.task_id)
+        .where(Assignment.task_id == task_id, Assignment.annotator_id == annotator_id)
+    ).first()
+    if found is not None and found[1] == study.id:
+        return found[0]
     task = session.get(Task, task_id)
     if task is None or task.study_id != study.id:
         raise NotFound(f"no task {task_id} in this study")
-    assignment = session.scalar(
-        select(Assignment).where(Assignment.task_id == task_id, Assignment.annotator_id == annotator_id)
-    )
-    if assignment is None:
-        raise NotAuthorized(f"task {task_id} is not assigned to you")
-    return assignment
+    raise NotAuthorized(f"task {task_id} is not assigned to you")
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,10 @@ def plan_vote(
         "shown_position": position,
         "choice": None if study.kind == "rating" or position is None else assignment.shown_order[position],
     }
-    existing = session.scalar(select(Vote).where(Vote.assignment_id == assignment.id))
+    # answered_at is set in the transaction that writes the vote: None means no vote yet.
+    existing = None
+    if assignment.answered_at is not None:
+        existing = session.scalar(select(Vote).where(Vote.assignment_id == assignment.id))
     if existing is not None:
         wanted = {"choice": columns["choice"], "rating": columns["rating"], "skipped": columns["skipped"]}
         if answer_of(existing) == wanted:
@@ -152,8 +157,25 @@ def write_vote(session: Session, plan: VotePlan) -> VoteResult:
     identical vote raises ``IntegrityError`` here, and the caller's retry then finds it in
     :func:`plan_vote` and answers ``duplicate``.
     """
-    claim_held = session.scalar(select(Assignment.claim_held).where(Assignment.id == plan.assignment_id))
     now = utcnow()
+    # Answer the assignment; whether it still held its slot (not given back by an expired
+    # lease) is told by the conditional update's row count, in this same transaction.
+    claim_held = (
+        session.execute(
+            update(Assignment)
+            .where(Assignment.id == plan.assignment_id, Assignment.claim_held.is_(True))
+            .values(answered_at=now, claim_held=False)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
+    if not claim_held:
+        session.execute(
+            update(Assignment)
+            .where(Assignment.id == plan.assignment_id)
+            .values(answered_at=now)
+            .execution_options(synchronize_session=False)
+        )
     vote_id = session.execute(
         insert(Vote).values(
             assignment_id=plan.assignment_id,
@@ -180,12 +202,6 @@ def write_vote(session: Session, plan: VotePlan) -> VoteResult:
             .values(**counters)
             .execution_options(synchronize_session=False)
         )
-    session.execute(
-        update(Assignment)
-        .where(Assignment.id == plan.assignment_id)
-        .values(answered_at=now, claim_held=False)
-        .execution_options(synchronize_session=False)
-    )
     return VoteResult("recorded", vote_id)
 
 
