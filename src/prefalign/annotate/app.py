@@ -31,6 +31,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -72,6 +73,8 @@ SWEEP_INTERVAL = timedelta(seconds=10)
 # Seconds a checked token is trusted without the database (ours): a revoked or rotated token
 # stops working within this time on a running server.
 TOKEN_CACHE_S = 5.0
+# Assignments whose image list is kept in memory (ours): the tasks on screen of many annotators.
+IMAGE_CACHE_ENTRIES = 10_000
 # The token cookie's lifetime (ours).
 COOKIE_MAX_AGE_S = 90 * 24 * 3600
 
@@ -178,7 +181,8 @@ def create_app(
     app.state.store = store
     cache_lock = threading.Lock()
     holders: dict[str, tuple[float, int, Holder]] = {}  # token hash -> (expiry, study id, holder)
-    shown: dict[tuple[int, int], tuple[list[str], list[int]]] = {}  # (annotator, task) -> images, order
+    # (annotator, task) -> (images, shown order); least recently used entries dropped first.
+    shown: OrderedDict[tuple[int, int], tuple[list[str], list[int]]] = OrderedDict()
 
     def transaction(work: Callable[[Session, Study], T]) -> T:
         for attempt in range(TRANSACTION_ATTEMPTS):
@@ -397,6 +401,8 @@ def create_app(
     def image_of(holder: Holder, task_id: int) -> tuple[list[str], list[int]]:
         with cache_lock:
             known = shown.get((holder.id, task_id))
+            if known is not None:
+                shown.move_to_end((holder.id, task_id))
         if known is not None:
             return known
 
@@ -414,6 +420,8 @@ def create_app(
         known = reading(look)
         with cache_lock:
             shown[(holder.id, task_id)] = known
+            while len(shown) > IMAGE_CACHE_ENTRIES:
+                shown.popitem(last=False)
         return known
 
     @app.get("/image/{task_id}/{position}")
