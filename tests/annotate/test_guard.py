@@ -270,3 +270,22 @@ def test_task_ids_that_are_not_integers_are_refused(served, task):
     assert s.vote(token, task, "0").status_code == 422
     client = TestClient(s.app, cookies={"prefalign_token": token})
     assert client.post("/vote", data={"task": "1_0", "answer": "0"}).status_code == 422
+
+
+def test_images_are_served_right_after_their_cache_entry_was_dropped(served, monkeypatch):
+    from prefalign.annotate import app as app_module
+
+    monkeypatch.setattr(app_module, "IMAGE_CACHE_ENTRIES", 1)
+    s = served(n_records=3)
+    token = s.token("alice")
+    seen = []
+    for _ in range(3):
+        task = s.next_task(token)["task"]
+        left = s.client.get(task["images"][0], headers=s.headers(token))
+        assert left.status_code == 200
+        seen.append((task["images"][0], left.content))
+        assert s.vote(token, task["id"], "0").status_code == 200
+    # The first task's entry was dropped long ago; its image is looked up again, the same one.
+    for url, content in seen:
+        again = s.client.get(url, headers=s.headers(token))
+        assert again.status_code == 200 and again.content == content
