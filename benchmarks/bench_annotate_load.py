@@ -1,14 +1,22 @@
-"""Load benchmark of ``prefalign annotate serve`` on its default SQLite database.
+"""Load benchmark of ``prefalign annotate serve`` against a minimal reference app, in one run.
 
-50 concurrent clients (one annotator each) fetch a task and vote on it, again and again, for
-60 s against a server started in a subprocess on 127.0.0.1. Prints votes per second, the
-latency of a vote (p50/p99) and of fetching the next task, and checks that the votes in the
-database equal the votes the server acknowledged.
+Each phase starts a server in a subprocess on 127.0.0.1 on its own SQLite database and runs
+``--clients`` concurrent clients (one annotator each) for ``--seconds``:
 
-    python benchmarks/bench_annotate_load.py [--clients 50] [--seconds 60]
+1. **reference** — a minimal FastAPI + stdlib ``sqlite3`` app with the same durability (WAL,
+   ``synchronous=FULL``), a token check, one assignment insert per task fetch and one vote
+   insert per vote. It lives here, in the benchmark, not in the product: it is the yardstick.
+2. **app (API)** — ``prefalign annotate serve``: ``GET /api/task`` then ``POST /api/vote``.
+3. **app (browser flow)** — what a browser does per task: ``GET /`` (HTML), the task's images
+   (``GET /image/<task>/<p>``), then the form ``POST /vote`` (303).
 
-Clients and server share the machine, so on a small one the figures include the clients' own
-CPU use. Not part of the test run.
+Prints votes/s, vote latency p50/p99 per phase and the ratio app/reference, and checks that
+the votes in each database equal the votes acknowledged.
+
+    python benchmarks/bench_annotate_load.py [--clients 50] [--seconds 30]
+
+Clients and servers share the machine, so on a small one the figures include the clients' own
+CPU use; compare the ratio, which both sides pay alike. Not part of the test run.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -26,10 +35,124 @@ import time
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI, HTTPException, Request
 from PIL import Image
 
 from prefalign.annotate import Store, StudyConfig, add_annotator, create_study
+from prefalign.annotate.tokens import hash_token
 from prefalign.data.dataset import Record, save_dataset
+
+# --- the reference app (benchmark only) -------------------------------------------------------
+
+REFERENCE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, annotator INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY, prompt TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assignments (
+    id INTEGER PRIMARY KEY, task INTEGER NOT NULL, annotator INTEGER NOT NULL, answered INTEGER DEFAULT 0,
+    UNIQUE (task, annotator));
+CREATE TABLE IF NOT EXISTS votes (
+    id INTEGER PRIMARY KEY, assignment INTEGER NOT NULL UNIQUE, answer INTEGER NOT NULL, created REAL);
+"""
+
+
+def reference_app(db: str):
+    """FastAPI + sqlite3: WAL, synchronous=FULL, one write lock, a connection per thread."""
+    import threading
+
+    app = FastAPI()
+    local = threading.local()
+    write_lock = threading.Lock()
+
+    def conn() -> sqlite3.Connection:
+        if not hasattr(local, "c"):
+            c = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=60)
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=FULL")
+            local.c = c
+        return local.c
+
+    def annotator(request: Request) -> int:
+        token = request.headers.get("authorization", "")[7:]
+        row = conn().execute("SELECT annotator FROM tokens WHERE hash = ?", (hash_token(token),)).fetchone()
+        if row is None:
+            raise HTTPException(403)
+        return row[0]
+
+    @app.get("/api/task")
+    def task(request: Request):
+        who = annotator(request)
+        c = conn()
+        with write_lock:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                row = c.execute(
+                    "SELECT t.id, t.prompt FROM assignments a JOIN tasks t ON t.id = a.task "
+                    "WHERE a.annotator = ? AND a.answered = 0",
+                    (who,),
+                ).fetchone()
+                if row is None:
+                    row = c.execute(
+                        "SELECT id, prompt FROM tasks WHERE id NOT IN "
+                        "(SELECT task FROM assignments WHERE annotator = ?) ORDER BY id LIMIT 1",
+                        (who,),
+                    ).fetchone()
+                    if row is not None:
+                        c.execute("INSERT INTO assignments (task, annotator) VALUES (?, ?)", (row[0], who))
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return {"task": None if row is None else {"id": row[0], "prompt": row[1]}}
+
+    @app.post("/api/vote")
+    async def vote(request: Request):
+        from starlette.concurrency import run_in_threadpool
+
+        who = await run_in_threadpool(annotator, request)
+        body = await request.json()
+
+        def write():
+            c = conn()
+            with write_lock:
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    row = c.execute(
+                        "SELECT id FROM assignments WHERE task = ? AND annotator = ?",
+                        (int(body["task"]), who),
+                    ).fetchone()
+                    if row is None:
+                        raise HTTPException(403)
+                    c.execute(
+                        "INSERT INTO votes (assignment, answer, created) VALUES (?, ?, ?)",
+                        (row[0], int(body["answer"]), time.time()),
+                    )
+                    c.execute("UPDATE assignments SET answered = 1 WHERE id = ?", (row[0],))
+                    vote_id = c.execute("SELECT last_insert_rowid()").fetchone()[0]
+                    c.execute("COMMIT")
+                except BaseException:
+                    c.execute("ROLLBACK")
+                    raise
+            return {"status": "recorded", "vote": vote_id}
+
+        return await run_in_threadpool(write)
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    return app
+
+
+def build_reference(db: Path, n_tasks: int, tokens: list[str]) -> None:
+    with sqlite3.connect(db) as c:
+        c.executescript(REFERENCE_SCHEMA)
+        c.executemany(
+            "INSERT INTO tasks (id, prompt) VALUES (?, ?)", [(i + 1, f"prompt {i}") for i in range(n_tasks)]
+        )
+        c.executemany("INSERT INTO tokens VALUES (?, ?)", [(hash_token(t), i) for i, t in enumerate(tokens)])
+
+
+# --- the app under test ----------------------------------------------------------------------
 
 
 def build_study(root: Path, n_tasks: int, n_clients: int) -> list[str]:
@@ -55,11 +178,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(study: Path, port: int) -> subprocess.Popen:
-    src = Path(__file__).resolve().parents[1] / "src"
+def start(command: list[str], port: int, src: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    command = [sys.executable, "-m", "prefalign.cli.main", "annotate", "serve", "--study", str(study)]
-    server = subprocess.Popen([*command, "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -73,38 +194,110 @@ def start_server(study: Path, port: int) -> subprocess.Popen:
     raise SystemExit("the server did not start within 60 s")
 
 
-async def client(base: str, token: str, stop_at: float, stats: dict) -> None:
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as http:
-        while time.monotonic() < stop_at:
-            t0 = time.perf_counter()
-            response = await http.get("/api/task")
-            stats["fetch_latency"].append(time.perf_counter() - t0)
-            task = response.json().get("task") if response.status_code == 200 else None
-            if task is None:
-                stats["errors" if response.status_code != 200 else "exhausted"] += 1
-                return
-            t0 = time.perf_counter()
-            response = await http.post("/api/vote", json={"task": task["id"], "answer": "0"})
-            stats["vote_latency"].append(time.perf_counter() - t0)
-            if response.status_code == 200 and response.json()["status"] == "recorded":
-                stats["acknowledged"] += 1
-            else:
-                stats["errors"] += 1
+def stop(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+_TASK_FIELD = re.compile(r'name="task" value="(\d+)"')
+_IMAGE = re.compile(r'src="(/image/\d+/\d+)"')
+
+
+async def api_client(http: httpx.AsyncClient, stop_at: float, stats: dict) -> None:
+    while time.monotonic() < stop_at:
+        response = await http.get("/api/task")
+        task = response.json().get("task") if response.status_code == 200 else None
+        if task is None:
+            stats["errors" if response.status_code != 200 else "exhausted"] += 1
+            return
+        t0 = time.perf_counter()
+        response = await http.post("/api/vote", json={"task": task["id"], "answer": 0})
+        stats["vote_latency"].append(time.perf_counter() - t0)
+        if response.status_code == 200 and response.json()["status"] == "recorded":
+            stats["acknowledged"] += 1
+        else:
+            stats["errors"] += 1
+
+
+async def get(http: httpx.AsyncClient, url: str, stats: dict) -> httpx.Response:
+    """GET, retried once when the server closed an idle keep-alive connection as it was reused
+    (uvicorn closes idle connections after 5 s; browsers retry such a GET the same way)."""
+    try:
+        return await http.get(url)
+    except httpx.RemoteProtocolError:
+        stats["retried"] += 1
+        return await http.get(url)
+
+
+async def browser_client(http: httpx.AsyncClient, stop_at: float, stats: dict) -> None:
+    while time.monotonic() < stop_at:
+        t0 = time.perf_counter()
+        page = await get(http, "/", stats)
+        match = _TASK_FIELD.search(page.text) if page.status_code == 200 else None
+        if match is None:
+            stats["errors" if page.status_code != 200 else "exhausted"] += 1
+            return
+        images = await asyncio.gather(*(get(http, url, stats) for url in _IMAGE.findall(page.text)))
+        stats["page_latency"].append(time.perf_counter() - t0)
+        if any(r.status_code != 200 for r in images):
+            stats["errors"] += 1
+        t0 = time.perf_counter()
+        response = await http.post("/vote", data={"task": match.group(1), "answer": "0"})
+        stats["vote_latency"].append(time.perf_counter() - t0)
+        if response.status_code == 303:
+            stats["acknowledged"] += 1
+        else:
+            stats["errors"] += 1
+
+
+async def run(base: str, tokens: list[str], seconds: float, flow: str) -> dict:
+    stats = {
+        "acknowledged": 0,
+        "errors": 0,
+        "exhausted": 0,
+        "retried": 0,
+        "vote_latency": [],
+        "page_latency": [],
+    }
+    stop_at = time.monotonic() + seconds
+
+    async def one(token: str) -> None:
+        if flow == "browser":  # the cookie an invite link sets, and a browser's Origin header
+            options = {"cookies": {"prefalign_token": token}, "headers": {"Origin": base}}
+        else:
+            options = {"headers": {"Authorization": f"Bearer {token}"}}
+        async with httpx.AsyncClient(base_url=base, timeout=120, **options) as http:
+            await (browser_client if flow == "browser" else api_client)(http, stop_at, stats)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(token) for token in tokens))
+    stats["elapsed"] = time.perf_counter() - started
+    return stats
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def run(base: str, tokens: list[str], seconds: float) -> dict:
-    stats = {"acknowledged": 0, "errors": 0, "exhausted": 0, "vote_latency": [], "fetch_latency": []}
-    stop_at = time.monotonic() + seconds
-    started = time.perf_counter()
-    await asyncio.gather(*(client(base, token, stop_at, stats) for token in tokens))
-    stats["elapsed"] = time.perf_counter() - started
-    return stats
+def report(name: str, stats: dict, stored: int) -> tuple[float, bool]:
+    rate = stats["acknowledged"] / stats["elapsed"]
+    lat = stats["vote_latency"]
+    line = f"{name:<22} {rate:7.1f} votes/s   vote p50 {percentile(lat, 0.5):6.1f} ms  p99 {percentile(lat, 0.99):6.1f} ms"
+    if stats["page_latency"]:
+        page = stats["page_latency"]
+        line += f"   page+images p50 {percentile(page, 0.5):6.1f} ms  p99 {percentile(page, 0.99):6.1f} ms"
+    ok = stored == stats["acknowledged"] and stats["errors"] == 0
+    line += f"   acknowledged {stats['acknowledged']}, stored {stored}, errors {stats['errors']}"
+    if stats["retried"]:
+        line += f", GETs retried on a closed keep-alive connection {stats['retried']}"
+    print(line + ("" if ok else "   <- MISMATCH"), flush=True)
+    return rate, ok
 
 
 def main() -> int:
@@ -112,40 +305,67 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="per phase")
     parser.add_argument(
         "--tasks", type=int, default=3000, help="tasks in the study (each open to every client)"
     )
+    parser.add_argument(
+        "--app-src",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "src",
+        help="the src directory of the prefalign version to serve (default: this checkout's), "
+        "to compare versions",
+    )
+    parser.add_argument("--serve-reference", nargs=2, metavar=("DB", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_reference:
+        import uvicorn
 
+        db, port = args.serve_reference
+        uvicorn.run(reference_app(db), host="127.0.0.1", port=int(port), log_level="warning")
+        return 0
+
+    print(
+        f"clients: {args.clients}, {args.seconds:.0f} s per phase, SQLite (WAL, synchronous=FULL)", flush=True
+    )
+    results = {}
+    all_ok = True
     with tempfile.TemporaryDirectory(prefix="bench-annotate-") as tmp:
-        study = Path(tmp) / "study"
-        tokens = build_study(study, args.tasks, args.clients)
-        port = free_port()
-        server = start_server(study, port)
-        try:
-            stats = asyncio.run(run(f"http://127.0.0.1:{port}", tokens, args.seconds))
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=30)
-        with sqlite3.connect(study / "annotations.db") as db:
-            stored = db.execute("SELECT count(*) FROM votes").fetchone()[0]
-            distinct = db.execute(
-                "SELECT count(DISTINCT task_id || '/' || annotator_id) FROM votes"
-            ).fetchone()[0]
-
-    votes_per_s = stats["acknowledged"] / stats["elapsed"]
-    print(f"clients: {args.clients}, duration: {stats['elapsed']:.1f} s, SQLite (WAL, synchronous=FULL)")
-    print(f"votes acknowledged: {stats['acknowledged']}  ({votes_per_s:.1f} votes/s)")
-    vote_ms = [1000 * x for x in stats["vote_latency"]]
-    fetch_ms = [1000 * x for x in stats["fetch_latency"]]
-    print(f"vote latency:  p50 {percentile(vote_ms, 0.5):.1f} ms, p99 {percentile(vote_ms, 0.99):.1f} ms")
-    print(f"fetch latency: p50 {percentile(fetch_ms, 0.5):.1f} ms, p99 {percentile(fetch_ms, 0.99):.1f} ms")
-    print(f"errors: {stats['errors']}, clients that ran out of tasks: {stats['exhausted']}")
-    ok = stored == distinct == stats["acknowledged"]
-    verdict = "OK: equal to the acknowledged votes" if ok else "MISMATCH with the acknowledged votes"
-    print(f"votes in the database: {stored} (distinct task/annotator: {distinct}) -> {verdict}")
-    return 0 if ok and stats["errors"] == 0 else 1
+        for phase in ("reference", "app (API)", "app (browser flow)"):
+            root = Path(tmp) / phase.replace(" ", "_").replace("(", "").replace(")", "")
+            tokens = build_study(root, args.tasks, args.clients)
+            port = free_port()
+            if phase == "reference":
+                db = root / "reference.db"
+                build_reference(db, args.tasks, tokens)
+                command = [sys.executable, __file__, "--serve-reference", str(db), str(port)]
+                count = "SELECT count(*) FROM votes"
+            else:
+                db = root / "annotations.db"
+                command = [
+                    sys.executable,
+                    "-m",
+                    "prefalign.cli.main",
+                    "annotate",
+                    "serve",
+                    "--study",
+                    str(root),
+                ]
+                command += ["--port", str(port)]
+                count = "SELECT count(*) FROM votes"
+            server = start(command, port, args.app_src)
+            try:
+                flow = "browser" if "browser" in phase else "api"
+                stats = asyncio.run(run(f"http://127.0.0.1:{port}", tokens, args.seconds, flow))
+            finally:
+                stop(server)
+            with sqlite3.connect(db) as c:
+                stored = c.execute(count).fetchone()[0]
+            results[phase], ok = report(phase, stats, stored)
+            all_ok = all_ok and ok
+    ratio = results["app (API)"] / results["reference"] if results["reference"] else float("nan")
+    print(f"ratio app (API) / reference: {ratio:.2f}   (target >= 0.8)")
+    return 0 if all_ok else 1
 
 
 if __name__ == "__main__":

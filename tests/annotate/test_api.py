@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from prefalign.annotate.models import Assignment, Task, Vote
@@ -73,7 +74,8 @@ def test_invite_link_sets_a_cookie_that_opens_the_task_page(served):
     assert "prompt number 0" in page.text
     assert "Task 1 of 1" in page.text
     admin = s.token("boss", role="admin")
-    assert s.client.get(f"/invite/{admin}", follow_redirects=False).headers["location"] == "/admin"
+    fresh = TestClient(s.app)
+    assert fresh.get(f"/invite/{admin}", follow_redirects=False).headers["location"] == "/admin"
 
 
 # --- images: only the study's own files ------------------------------------------------------

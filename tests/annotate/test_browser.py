@@ -1,7 +1,8 @@
 """End to end in a real browser: the server on 127.0.0.1, Debian's Chromium driven by Playwright.
 
 Votes by mouse and by keyboard, then checks the exported dataset. Skips (this test only) when
-Chromium or Playwright is missing; .ci/run installs both.
+Chromium or Playwright is missing, unless PREFALIGN_REQUIRE_BROWSER=1 (set by .ci/run, which
+installs chromium): there a skip is a failure.
 
 Set PREFALIGN_SCREENSHOT_DIR=docs to refresh docs/annotate-voting.png.
 """
@@ -80,14 +81,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _skip_or_fail(reason: str) -> None:
+    if os.environ.get("PREFALIGN_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"PREFALIGN_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("the browser test needs Playwright's Python package (pip install playwright)")
+        _skip_or_fail("the browser test needs Playwright's Python package (pip install playwright)")
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"the browser test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+        _skip_or_fail(f"the browser test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser

@@ -12,7 +12,9 @@ from prefalign.data.dataset import load_dataset
 from .conftest import write_dataset
 
 
-@pytest.mark.parametrize("command", ["create-study", "add-annotator", "serve", "export"])
+@pytest.mark.parametrize(
+    "command", ["create-study", "add-annotator", "serve", "export", "revoke-annotator", "rotate-token"]
+)
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["annotate", command, "--help"])
@@ -80,3 +82,28 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
     capsys.readouterr()
     assert main(["annotate", "add-annotator", "--study", str(tmp_path / "ok"), "dup", "dup"]) == 2
     assert "already has someone named 'dup'" in capsys.readouterr().err
+
+
+def test_revoke_and_rotate_through_the_cli(tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from prefalign.annotate import Store, create_app
+
+    study = write_dataset(tmp_path / "study", 2, 2)
+    assert main(["annotate", "create-study", "--study", str(study), "--kind", "pair"]) == 0
+    assert main(["annotate", "add-annotator", "--study", str(study), "alice"]) == 0
+    alice = capsys.readouterr().out.strip().rsplit("/", 1)[1]
+    assert main(["annotate", "revoke-annotator", "--study", str(study), "alice"]) == 0
+    assert "alice: token revoked" in capsys.readouterr().out
+    base = ["--study", str(study), "--base-url", "https://annotate.example.org"]
+    assert main(["annotate", "rotate-token", *base, "admin"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("admin\thttps://annotate.example.org/invite/")
+    admin = line.rsplit("/", 1)[1]
+    store = Store.open(study / "annotations.db")
+    client = TestClient(create_app(store, study))
+    assert client.get("/api/task", headers={"Authorization": f"Bearer {alice}"}).status_code == 403
+    assert client.get("/api/admin", headers={"Authorization": f"Bearer {admin}"}).status_code == 200
+    store.close()
+    assert main(["annotate", "revoke-annotator", "--study", str(study), "nobody"]) == 2
+    assert "nobody named 'nobody'" in capsys.readouterr().err

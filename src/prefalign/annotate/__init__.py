@@ -31,6 +31,8 @@ _LAZY = {
     "default_db": "prefalign.annotate.study",
     "task_count": "prefalign.annotate.study",
     "add_annotator": "prefalign.annotate.tokens",
+    "rotate_token": "prefalign.annotate.tokens",
+    "revoke_annotator": "prefalign.annotate.tokens",
     "export_study": "prefalign.annotate.export",
     "study_progress": "prefalign.annotate.progress",
     "AnnotateError": "prefalign.annotate.errors",

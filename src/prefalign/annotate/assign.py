@@ -16,7 +16,7 @@ from datetime import timedelta
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import Session
 
-from prefalign.annotate.models import SHUFFLE_RANGE, Annotator, Assignment, Study, Task, Vote, utcnow
+from prefalign.annotate.models import SHUFFLE_RANGE, Assignment, Study, Task, utcnow
 
 DEFAULT_LEASE = timedelta(minutes=30)
 # The shown order must not be predictable from the task, so use the OS's randomness.
@@ -61,11 +61,11 @@ def release_expired_claims(session: Session, study: Study, lease: timedelta) -> 
     return len(stale)
 
 
-def open_assignment(session: Session, annotator: Annotator) -> Assignment | None:
+def open_assignment(session: Session, annotator_id: int) -> Assignment | None:
     """The annotator's oldest task shown but not answered yet, if any."""
     return session.scalar(
         select(Assignment)
-        .where(Assignment.annotator_id == annotator.id, Assignment.answered_at.is_(None))
+        .where(Assignment.annotator_id == annotator_id, Assignment.answered_at.is_(None))
         .order_by(Assignment.id)
         .limit(1)
     )
@@ -74,7 +74,7 @@ def open_assignment(session: Session, annotator: Annotator) -> Assignment | None
 def next_assignment(
     session: Session,
     study: Study,
-    annotator: Annotator,
+    annotator_id: int,
     lease: timedelta = DEFAULT_LEASE,
     *,
     release_expired: bool = True,
@@ -88,30 +88,30 @@ def next_assignment(
     Args:
         session: A session inside a transaction.
         study: The study served.
-        annotator: The authenticated annotator.
+        annotator_id: The authenticated annotator's id.
         lease: How long an unanswered assignment holds its slot.
         release_expired: Give back expired slots first (the server does it every few seconds).
 
     Returns:
         The assignment, or None when nothing is left for this annotator.
     """
-    current = open_assignment(session, annotator)
+    current = open_assignment(session, annotator_id)
     if current is not None:
         return current
     if release_expired:
         release_expired_claims(session, study, lease)
-    task = _find_open_task(session, study, annotator)
+    task = _find_open_task(session, study, annotator_id)
     if task is None:
         return None
     order = list(range(len(task.images)))
     _shuffler.shuffle(order)
-    assignment = Assignment(task_id=task.id, annotator_id=annotator.id, shown_order=order, claim_held=True)
+    assignment = Assignment(task_id=task.id, annotator_id=annotator_id, shown_order=order, claim_held=True)
     session.add(assignment)
     session.flush()
     return assignment
 
 
-def _find_open_task(session: Session, study: Study, annotator: Annotator) -> Task | None:
+def _find_open_task(session: Session, study: Study, annotator_id: int) -> Task | None:
     """Claim a slot of a task this annotator has not seen, least-filled first.
 
     Walks the index (study, slots_used, shuffle_key): for each fill level from the lowest, the
@@ -134,7 +134,7 @@ def _find_open_task(session: Session, study: Study, annotator: Annotator) -> Tas
             candidates = (
                 select(Task)
                 .where(
-                    Task.study_id == study.id, Task.slots_used == level, ring, _not_assigned_to(annotator.id)
+                    Task.study_id == study.id, Task.slots_used == level, ring, _not_assigned_to(annotator_id)
                 )
                 .order_by(Task.shuffle_key)
                 .limit(1)
@@ -151,24 +151,3 @@ def _find_open_task(session: Session, study: Study, annotator: Annotator) -> Tas
                 if claimed.rowcount == 1:
                     return task
                 candidates = candidates.where(Task.shuffle_key > task.shuffle_key)
-
-
-def progress(session: Session, study: Study, annotator: Annotator, *, has_open_task: bool) -> Progress:
-    """How many tasks this annotator answered, and how many they can have in all right now.
-
-    Tasks still available to them = tasks with a free slot, minus those of them they were
-    already shown; both counts use indexes.
-    """
-    limit = study.annotators_per_task
-    done = session.scalar(select(func.count()).select_from(Vote).where(Vote.annotator_id == annotator.id))
-    with_free_slot = session.scalar(
-        select(func.count()).select_from(Task).where(Task.study_id == study.id, Task.slots_used < limit)
-    )
-    seen_with_free_slot = session.scalar(
-        select(func.count())
-        .select_from(Assignment)
-        .join(Task, Task.id == Assignment.task_id)
-        .where(Assignment.annotator_id == annotator.id, Task.slots_used < limit)
-    )
-    available = (with_free_slot or 0) - (seen_with_free_slot or 0)
-    return Progress(done=done or 0, total=(done or 0) + int(has_open_task) + available)

@@ -22,6 +22,7 @@ relative paths, so the export is a self-contained dataset.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -32,6 +33,20 @@ from prefalign.annotate.errors import NotFound, StudyError
 from prefalign.annotate.models import Annotator, Study, Task, Vote, as_utc
 from prefalign.annotate.paths import resolve_inside
 from prefalign.annotate.storage import Store
+
+log = logging.getLogger(__name__)
+# The temporary files of prefalign.data.dataset.DatasetWriter (then renamed to records.parquet).
+STALE_TEMPORARY = ".records-*.parquet.tmp"
+
+
+def remove_stale_temporary(out: Path) -> int:
+    """Remove temporary files an interrupted export left in ``out``; returns how many."""
+    stale = [path for path in out.glob(STALE_TEMPORARY) if path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.warning("%s: removed %d temporary file(s) left by an interrupted export", out, len(stale))
+    return len(stale)
 
 
 def export_records(store: Store, study: Study) -> list:
@@ -96,7 +111,8 @@ def export_study(store: Store, study: Study, study_dir: str | Path, out: str | P
         store: The annotation database.
         study: The study to export.
         study_dir: The study directory the images are copied from.
-        out: The output directory (created; an existing records.parquet is replaced atomically).
+        out: The output directory (created; an existing records.parquet is replaced atomically;
+            temporary files an interrupted export left there are removed, with a warning).
 
     Returns:
         The output directory and the number of records written.
@@ -112,6 +128,7 @@ def export_study(store: Store, study: Study, study_dir: str | Path, out: str | P
         raise StudyError(f"{out}: is the study directory; export to another directory")
     records = export_records(store, study)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporary(out)
     _copy_images(records, study_dir, out)
     save_dataset(records, out)
     return out, len(records)

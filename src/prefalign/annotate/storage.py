@@ -4,10 +4,15 @@ SQLite (the default, a file) is set up for many concurrent voters on one machine
 
 * WAL journal, so readers never block the writer and the writer never blocks readers;
 * ``synchronous=FULL``, so a vote acknowledged to the annotator survives a power cut;
-* every transaction starts with ``BEGIN IMMEDIATE``: SQLite then serialises writers at the
-  start of a transaction and waits (``busy_timeout``) for the lock. With the default deferred
-  transactions, a transaction that reads then writes can fail at once with "database is
-  locked" when another writer committed in between, which the busy timeout does not cover.
+* every write transaction starts with ``BEGIN IMMEDIATE``: SQLite then serialises writers at
+  the start of a transaction and waits (``busy_timeout``) for the lock. With the default
+  deferred transactions, a transaction that reads then writes can fail at once with "database
+  is locked" when another writer committed in between, which the busy timeout does not cover.
+  Read-only work (:meth:`Store.read`) uses a second engine with deferred transactions and no
+  lock: in WAL mode readers run beside the writer, each on one consistent snapshot.
+* the file is created readable by its owner only (0600; SQLite gives its ``-wal`` and ``-shm``
+  files the same mode), and ``PRAGMA quick_check`` runs when a store opens, so a damaged file
+  is refused at start with one line, not found at export.
 
 PostgreSQL works by URL (``postgresql+psycopg://user@host/db``); the schema is created or
 upgraded with Alembic whenever a store is opened.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +30,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 from prefalign.annotate.errors import StudyError
@@ -61,7 +67,7 @@ def database_url(db: str | Path) -> str:
     return text
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, immediate: bool = True) -> None:
     # Take over transaction control from the sqlite3 module (which would issue a deferred BEGIN
     # itself), per SQLAlchemy's documented recipe, so that every transaction is IMMEDIATE.
     @event.listens_for(engine, "connect")
@@ -76,16 +82,34 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_engine(db: str | Path) -> Engine:
-    """Create an engine for ``db`` (a URL or a SQLite file path) with the settings above."""
+def _create_private(path: Path) -> None:
+    """Create an empty database file readable by its owner only, unless it exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def sqlite_path(db: str | Path) -> Path | None:
+    """The file of a SQLite ``db`` (URL or path), or None for another database."""
+    url = make_url(database_url(db))
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def make_engine(db: str | Path, *, immediate: bool = True) -> Engine:
+    """Create an engine for ``db`` (a URL or a SQLite file path) with the settings above.
+
+    ``immediate=False`` (SQLite only) makes transactions deferred: for read-only work.
+    """
     url = make_url(database_url(db))
     if url.get_backend_name() == "sqlite":
         if url.database in (None, "", ":memory:"):
             raise StudyError("an in-memory SQLite database cannot be shared by the server; use a file")
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        _create_private(Path(url.database))
         engine = create_engine(
             url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
@@ -93,7 +117,7 @@ def make_engine(db: str | Path) -> Engine:
             pool_size=20,
             max_overflow=40,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, immediate=immediate)
         return engine
     try:
         return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
@@ -125,9 +149,12 @@ class Store:
         ...     session.scalars(select(Study)).all()
     """
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, reader: Engine | None = None):
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # Read-only sessions: a deferred-transaction engine on SQLite, the same engine elsewhere.
+        self.reader = reader or engine
+        self._read_sessions = sessionmaker(self.reader, expire_on_commit=False)
         # SQLite admits one writer at a time, and every transaction here takes the write lock.
         # Threads of this process queue on a Python lock, which wakes the next one as soon as
         # the lock is free; left to SQLite's busy handler they would poll with growing sleeps,
@@ -137,10 +164,28 @@ class Store:
 
     @classmethod
     def open(cls, db: str | Path) -> Store:
-        """Connect to ``db`` (URL or SQLite path) and bring its schema to the newest revision."""
+        """Connect to ``db`` (URL or SQLite path) and bring its schema to the newest revision.
+
+        Raises:
+            StudyError: for a SQLite file that is not a database or fails SQLite's quick
+                integrity check (naming the file and the reason), or a missing driver.
+        """
         engine = make_engine(db)
-        migrate(engine)
-        return cls(engine)
+        path = sqlite_path(db)
+        try:
+            if path is not None:
+                check_sqlite(engine, path)
+            migrate(engine)
+        except DatabaseError as exc:
+            engine.dispose()
+            if path is None:
+                raise
+            raise StudyError(_damaged(path, str(exc.orig or exc))) from None
+        except BaseException:
+            engine.dispose()
+            raise
+        reader = make_engine(db, immediate=False) if path is not None else None
+        return cls(engine, reader)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -148,6 +193,37 @@ class Store:
         with self._writer, self._sessions() as session, session.begin():
             yield session
 
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reading only, in one transaction (one consistent snapshot).
+
+        On SQLite it takes neither the write lock nor the process's writer queue, so reads run
+        while a vote is written. Anything written in it is rolled back.
+        """
+        with self._read_sessions() as session:
+            yield session  # closing the session rolls its transaction back
+
     def close(self) -> None:
         """Release every pooled connection."""
         self.engine.dispose()
+        if self.reader is not self.engine:
+            self.reader.dispose()
+
+
+def _damaged(path: Path, reason: str) -> str:
+    return (
+        f"{path}: damaged or not an annotation database ({reason.splitlines()[0] if reason else 'unknown'}); "
+        "restore it from a backup, or move it away to start an empty one"
+    )
+
+
+def check_sqlite(engine: Engine, path: Path) -> None:
+    """Run ``PRAGMA quick_check`` (SQLite's O(N) integrity check without index cross-checks).
+
+    Raises:
+        StudyError: naming the file and SQLite's first complaint.
+    """
+    with engine.connect() as connection:
+        rows = [row[0] for row in connection.exec_driver_sql("PRAGMA quick_check").fetchall()]
+    if rows != ["ok"]:
+        raise StudyError(_damaged(path, f"quick_check: {rows[0] if rows else 'no answer'}"))

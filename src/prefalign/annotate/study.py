@@ -178,12 +178,24 @@ def copy_dataset(source: str | Path, study_dir: str | Path) -> Path:
     return study_dir
 
 
+def _same_setup(a: StudyConfig, b: StudyConfig) -> bool:
+    return (a.name, a.kind, a.annotators_per_task) == (b.name, b.kind, b.annotators_per_task) and (
+        not b.question or a.question == b.question
+    )
+
+
 def create_study(store: Store, study_dir: str | Path, config: StudyConfig) -> Study:
     """Register the study in ``study_dir`` in the database, one task per record (or image).
 
     Everything is validated before anything is written: the records fit the kind, every image
-    exists inside the directory, and no study of that name exists yet. Then the tasks are
-    inserted in one transaction and ``study.json`` is written.
+    exists inside the directory, and no study of that name exists yet. Then ``study.json`` is
+    written (atomically) and the tasks are inserted in one transaction; if that transaction
+    fails, ``study.json`` is removed again.
+
+    A run killed between the two steps leaves ``study.json`` without its tasks; running
+    ``create_study`` again with the same name, kind and annotators per task finishes it. (The
+    opposite state, tasks without ``study.json``, left by versions that wrote the database
+    first, is finished the same way.)
 
     Args:
         store: The annotation database.
@@ -197,35 +209,57 @@ def create_study(store: Store, study_dir: str | Path, config: StudyConfig) -> St
         StudyError: on any problem, naming the file or record.
     """
     study_dir = Path(study_dir)
-    if (study_dir / STUDY_FILE).exists():
+    config_file = study_dir / STUDY_FILE
+    with store.transaction() as session:
+        registered = session.scalar(select(Study).where(Study.name == config.name))
+    resuming = False
+    if config_file.exists():
         existing = read_study_config(study_dir)
-        raise StudyError(f"{study_dir}: already the directory of study {existing.name!r}")
+        if registered is not None or not _same_setup(existing, config):
+            raise StudyError(f"{study_dir}: already the directory of study {existing.name!r}")
+        # study.json without its tasks: a create-study that was interrupted; finish it.
+        config, resuming = existing, True
     rows = _task_rows(study_dir, config.kind)
     question = config.question or DEFAULT_QUESTIONS[config.kind]
     config = StudyConfig(config.name, config.kind, config.annotators_per_task, question)
-    with store.transaction() as session:
-        if session.scalar(select(Study.id).where(Study.name == config.name)) is not None:
-            raise StudyError(f"a study named {config.name!r} already exists in this database")
-        study = Study(
-            name=config.name,
-            kind=config.kind,
-            annotators_per_task=config.annotators_per_task,
-            question=question,
-            root=str(study_dir.resolve()),
+    if registered is not None:
+        same_place = Path(registered.root) == study_dir.resolve()
+        setup = StudyConfig(
+            registered.name, registered.kind, registered.annotators_per_task, registered.question
         )
-        session.add(study)
-        session.flush()
-        session.add_all(
-            Task(
-                study_id=study.id,
-                done_votes=0,
-                slots_used=0,
-                shuffle_key=_shuffle.randrange(SHUFFLE_RANGE),
-                **row,
+        if same_place and _same_setup(setup, config):
+            _write_study_config(study_dir, setup)  # tasks without study.json: finish it
+            return registered
+        raise StudyError(f"a study named {config.name!r} already exists in this database")
+    if not resuming:
+        _write_study_config(study_dir, config)
+    try:
+        with store.transaction() as session:
+            if session.scalar(select(Study.id).where(Study.name == config.name)) is not None:
+                raise StudyError(f"a study named {config.name!r} already exists in this database")
+            study = Study(
+                name=config.name,
+                kind=config.kind,
+                annotators_per_task=config.annotators_per_task,
+                question=question,
+                root=str(study_dir.resolve()),
             )
-            for row in rows
-        )
-    _write_study_config(study_dir, config)
+            session.add(study)
+            session.flush()
+            session.add_all(
+                Task(
+                    study_id=study.id,
+                    done_votes=0,
+                    slots_used=0,
+                    shuffle_key=_shuffle.randrange(SHUFFLE_RANGE),
+                    **row,
+                )
+                for row in rows
+            )
+    except Exception:
+        if not resuming:
+            config_file.unlink(missing_ok=True)
+        raise
     return study
 
 
@@ -246,7 +280,10 @@ def find_study(store: Store, name: str) -> Study:
         if study is None:
             names = session.scalars(select(Study.name).order_by(Study.name)).all()
             known = ", ".join(repr(n) for n in names) or "none"
-            raise StudyError(f"no study named {name!r} in this database (studies: {known})")
+            raise StudyError(
+                f"no study named {name!r} in this database (studies: {known}); if create-study was "
+                "interrupted, run it again with the same options to finish it"
+            )
         return study
 
 

@@ -7,7 +7,7 @@ import secrets
 
 from sqlalchemy import select
 
-from prefalign.annotate.errors import NotAuthorized, StudyError
+from prefalign.annotate.errors import StudyError
 from prefalign.annotate.models import ROLES, Annotator, Study
 from prefalign.annotate.storage import Store
 
@@ -48,15 +48,37 @@ def add_annotator(store: Store, study: Study, name: str, role: str = "annotator"
     return token
 
 
-def authenticate(session, study_id: int, token: str | None, role: str) -> Annotator:
-    """The token holder of ``study_id`` with ``role``, or :class:`NotAuthorized`.
+def _holder(session, study: Study, name: str) -> Annotator:
+    holder = session.scalar(select(Annotator).where(Annotator.study_id == study.id, Annotator.name == name))
+    if holder is None:
+        names = session.scalars(select(Annotator.name).where(Annotator.study_id == study.id)).all()
+        known = ", ".join(repr(n) for n in sorted(names)) or "none"
+        raise StudyError(f"study {study.name!r} has nobody named {name!r} (token holders: {known})")
+    return holder
 
-    A token of another study, or an annotator's token on an admin page (and the reverse), is
-    refused like a wrong token, so the answer tells nothing about which tokens exist.
+
+def rotate_token(store: Store, study: Study, name: str) -> str:
+    """Give ``name`` (annotator or admin) a new token and return it; the old one stops working.
+
+    Their votes stay theirs. A running server honours the change within its token cache time
+    (``app.TOKEN_CACHE_S``, 5 s).
+
+    Raises:
+        StudyError: if the study has nobody of that name.
     """
-    if not token:
-        raise NotAuthorized("this page needs an invite link (a token); ask the study's organiser")
-    annotator = session.scalar(select(Annotator).where(Annotator.token_hash == hash_token(token)))
-    if annotator is None or annotator.study_id != study_id or annotator.role != role:
-        raise NotAuthorized("this invite token is not valid for this page")
-    return annotator
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    with store.transaction() as session:
+        _holder(session, study, name).token_hash = hash_token(token)
+    return token
+
+
+def revoke_annotator(store: Store, study: Study, name: str) -> None:
+    """Stop ``name``'s token from working (their votes are kept and exported).
+
+    The stored hash is replaced by the hash of a random token that is never shown, so nobody
+    holds a token for it any more; ``rotate_token`` gives them access again.
+
+    Raises:
+        StudyError: if the study has nobody of that name.
+    """
+    rotate_token(store, study, name)

@@ -4,6 +4,8 @@ prefalign annotate create-study --study DIR --kind pair --annotators-per-task 20
 prefalign annotate add-annotator --study DIR alice bob
 prefalign annotate serve --study DIR --port 8000
 prefalign annotate export --study DIR --out votes/
+prefalign annotate revoke-annotator --study DIR alice
+prefalign annotate rotate-token --study DIR admin
 """
 
 from __future__ import annotations
@@ -79,16 +81,28 @@ def run_create_study(args: argparse.Namespace) -> int:
         annotators_per_task=args.annotators_per_task,
         question=args.question or "",
     )
+    from prefalign.annotate.storage import sqlite_path
+
     if args.source:
         check_records(args.source, config.kind)  # refuse before copying anything
         copy_dataset(args.source, args.study)
-    store = Store.open(_resolve_db(args))
+    db = _resolve_db(args)
+    new_file = sqlite_path(db)
+    if new_file is not None and new_file.exists():
+        new_file = None  # an existing database is never removed
+    store = Store.open(db)
     try:
         study = create_study(store, args.study, config)
         admin_token = add_annotator(store, study, args.admin_name, role="admin")
         n_tasks = task_count(store, study)
-    finally:
+    except BaseException:
         store.close()
+        if new_file is not None:
+            # Nothing should be left behind by a create-study that failed: not even an empty database.
+            for leftover in (new_file, *(new_file.with_name(new_file.name + s) for s in ("-wal", "-shm"))):
+                leftover.unlink(missing_ok=True)
+        raise
+    store.close()
     print(
         f"created {config.kind} study {config.name!r} in {args.study}: {n_tasks} tasks, "
         f"each for {config.annotators_per_task} annotator(s)"
@@ -113,23 +127,76 @@ def run_add_annotator(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_revoke_annotator(args: argparse.Namespace) -> int:
+    from prefalign.annotate import Store, locate_study, revoke_annotator
+
+    store = Store.open(_resolve_db(args))
+    try:
+        study, _ = locate_study(store, args.study)
+        for name in args.names:
+            revoke_annotator(store, study, name)
+            print(f"{name}: token revoked (votes kept; a running server refuses it within 5 s)")
+    finally:
+        store.close()
+    return 0
+
+
+def run_rotate_token(args: argparse.Namespace) -> int:
+    from prefalign.annotate import Store, locate_study, rotate_token
+
+    store = Store.open(_resolve_db(args))
+    try:
+        study, _ = locate_study(store, args.study)
+        for name in args.names:
+            print(f"{name}\t{_invite_url(args.base_url, rotate_token(store, study, name))}")
+    finally:
+        store.close()
+    return 0
+
+
+def access_log_config() -> dict:
+    """uvicorn's logging config with invite tokens redacted from the access log."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_tokens"] = {"()": "prefalign.annotate.guard.RedactTokens"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_tokens")
+    return config
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     import uvicorn
 
     from prefalign.annotate import Store, create_app, read_study_config
+    from prefalign.annotate.guard import origin_of
+    from prefalign.cli.main import CommandError
 
     config = read_study_config(args.study)
+    if args.base_url and origin_of(args.base_url) is None:
+        raise CommandError(f"--base-url {args.base_url!r}: not an http(s) address (https://host[:port])")
     store = Store.open(_resolve_db(args))
-    app = create_app(store, args.study, lease=timedelta(minutes=args.lease_minutes))
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    app = create_app(store, args.study, lease=timedelta(minutes=args.lease_minutes), base_url=args.base_url)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not (args.base_url or "").startswith("https:"):
         log.warning(
-            "listening on %s: invite tokens travel in clear text; put the server behind HTTPS", args.host
+            "listening on %s: invite tokens travel in clear text; put the server behind HTTPS "
+            "and give --base-url https://...",
+            args.host,
         )
     print(f"serving {config.kind} study {config.name!r} on http://{args.host}:{args.port} (Ctrl-C stops)")
     try:
-        uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log, log_level="info")
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            access_log=args.access_log,
+            log_level="info",
+            log_config=access_log_config(),
+        )
     finally:
         store.close()
     return 0
@@ -149,7 +216,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``prefalign annotate`` and its four subcommands."""
+    """Add ``prefalign annotate`` and its subcommands."""
     parser = subparsers.add_parser(
         "annotate",
         help="collect human choices and run user studies in a small web app",
@@ -225,13 +292,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--study", required=True, metavar="DIR|NAME", help="the study directory or name")
     export.add_argument("--out", required=True, metavar="DIR", help="output dataset directory")
 
-    commands = {"create-study": create, "add-annotator": add, "serve": serve, "export": export}
+    serve.add_argument(
+        "--base-url",
+        metavar="URL",
+        help=(
+            "the address people use (e.g. https://annotate.example.org): form posts must come from "
+            "it, and https makes the token cookie Secure (default: the address a request was sent to)"
+        ),
+    )
+
+    revoke = sub.add_parser(
+        "revoke-annotator",
+        help="stop invite tokens from working (their votes are kept)",
+        description="Revoke the tokens of NAME... (annotators or admins). Their votes stay in the export; "
+        "rotate-token gives them a new link.",
+    )
+    revoke.add_argument("--study", required=True, metavar="DIR|NAME", help="the study directory or name")
+    revoke.add_argument("names", nargs="+", metavar="NAME", help="token holders to revoke")
+    rotate = sub.add_parser(
+        "rotate-token",
+        help="give a token holder (the admin too) a new invite link; the old one stops working",
+        description="Replace the tokens of NAME... with new ones and print the new invite links.",
+    )
+    rotate.add_argument("--study", required=True, metavar="DIR|NAME", help="the study directory or name")
+    rotate.add_argument("names", nargs="+", metavar="NAME", help="token holders (e.g. admin)")
+
+    commands = {
+        "create-study": create,
+        "add-annotator": add,
+        "serve": serve,
+        "export": export,
+        "revoke-annotator": revoke,
+        "rotate-token": rotate,
+    }
     for name, command in commands.items():
         default_note = "default: DIR/annotations.db"
-        if name in ("add-annotator", "export"):
+        if name in ("add-annotator", "export", "revoke-annotator", "rotate-token"):
             default_note += "; required with a study name"
         command.add_argument("--db", metavar="URL", help=_db_help(default_note))
-        if name in ("create-study", "add-annotator"):
+        if name in ("create-study", "add-annotator", "rotate-token"):
             command.add_argument(
                 "--base-url",
                 default="http://127.0.0.1:8000",
@@ -242,3 +341,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.set_defaults(func=run_add_annotator)
     serve.set_defaults(func=run_serve)
     export.set_defaults(func=run_export)
+    revoke.set_defaults(func=run_revoke_annotator)
+    rotate.set_defaults(func=run_rotate_token)
