@@ -70,7 +70,7 @@ def load_scorer(
     name_or_path: str | os.PathLike,
     *,
     device: str | None = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     compile: bool = False,
 ) -> Scorer:
     """Load a scorer by model directory, hub id or known name (see the module docstring).
@@ -78,7 +78,9 @@ def load_scorer(
     Args:
         name_or_path: what to load; ``KIND:target`` overrides the score kind.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        precision: ``"auto"`` (detected: bf16 on CPUs with native bf16 and on bf16 GPUs, fp16 on
+            other GPUs, else fp32; see ``prefalign.scoring.precision``), ``"fp32"``, ``"bf16"``,
+            ``"fp16"`` or ``"int8"`` (torchao).
         compile: compile the image tower (``torch.compile`` + inductor freezing).
 
     Raises:
@@ -147,7 +149,8 @@ def _load_clip(source: str):
     if config.model_type != "clip":
         raise ScorerLoadError(f"{source}: model_type is {config.model_type!r}, not a CLIP model")
     try:
-        model = CLIPModel.from_pretrained(source, config=config)
+        # PyTorch's fused attention (SDPA), checked equal to eager by tests/scoring/test_precision.py
+        model = CLIPModel.from_pretrained(source, config=config, attn_implementation="sdpa")
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise ScorerLoadError(

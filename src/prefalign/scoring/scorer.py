@@ -23,11 +23,11 @@ from torch import nn
 from prefalign.data.images import ImageInput, ImageLoadError, Preprocess
 from prefalign.errors import PrefalignError
 from prefalign.scoring.model_format import HEAD_KINDS, TEXT_FREE_KINDS, ScorerSpec
+from prefalign.scoring.precision import DTYPES, INT8_BASE_DTYPE, choose_precision, quantize_int8
 from prefalign.scoring.vision import image_features
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Distinct prompts kept encoded; a dataset with more simply re-encodes the oldest.
 TEXT_CACHE_SIZE = 65536
 
@@ -66,8 +66,10 @@ class Scorer:
         spec: the score kind, preprocessing and provenance (``prefalign.json``).
         head: the score head for ``aesthetic`` and ``reward`` models.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        precision: ``"fp32"`` (default), ``"fp16"`` or ``"bf16"``. On CPUs without AMX bf16 runs
-            about 2x slower than fp32.
+        precision: ``"auto"`` (default: detected from the hardware, see
+            ``prefalign.scoring.precision``), ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"``
+            (torchao). Heads, the L2 normalisation and the cosine stay fp32; the choice and its
+            reason are in ``precision_choice``.
         compile: compile the image tower with ``torch.compile`` and inductor freezing (faster on
             some CPUs, within noise on others); falls back to eager with a warning if it fails.
         name: how to refer to this scorer in reports.
@@ -86,21 +88,19 @@ class Scorer:
         *,
         head: nn.Module | None = None,
         device: str | torch.device = "cpu",
-        precision: str = "fp32",
+        precision: str = "auto",
         compile: bool = False,
         name: str | None = None,
     ):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if spec.kind in HEAD_KINDS and head is None:
             raise ValueError(f"a {spec.kind} scorer needs its MLP head")
         self.device = torch.device(device)
-        self.dtype = PRECISIONS[precision]
-        if self.device.type == "cpu" and precision != "fp32":
-            warnings.warn(
-                f"{precision} on CPU is usually slower than fp32 (no AMX / fp16 kernels)", stacklevel=2
-            )
+        self.precision_choice = choose_precision(precision, self.device)
+        self.precision = self.precision_choice.precision
+        self.dtype = DTYPES.get(self.precision, INT8_BASE_DTYPE)
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+        if self.precision == "int8":
+            quantize_int8(self.model)
         self.head = None if head is None else head.to(self.device).float().eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.spec = spec
@@ -112,6 +112,9 @@ class Scorer:
         self.compiled = False
         if compile:
             self._image_fn = self._compiled_image_fn()
+        logger.info(
+            "%s on %s in %s (%s)", self.name, self.device, self.precision, self.precision_choice.reason
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -127,7 +130,18 @@ class Scorer:
         return self.kind not in TEXT_FREE_KINDS
 
     def __repr__(self) -> str:
-        return f"Scorer(name={self.name!r}, kind={self.kind!r}, device={self.device}, dtype={self.dtype})"
+        return f"Scorer(name={self.name!r}, kind={self.kind!r}, device={self.device}, precision={self.precision})"
+
+    def runtime_metadata(self) -> dict[str, str]:
+        """How this scorer computes (for output metadata): device, precision and why, attention."""
+        return {
+            "scorer": self.name,
+            "device": str(self.device),
+            "precision": self.precision,
+            "precision_requested": self.precision_choice.requested,
+            "precision_reason": self.precision_choice.reason,
+            "attn_implementation": str(getattr(self.model.config, "_attn_implementation", None)),
+        }
 
     # ------------------------------------------------------------------ encoders
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -163,7 +177,7 @@ class Scorer:
     @torch.no_grad()  # not inference_mode: compiled graphs with frozen weights want plain no_grad
     def encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings (float32) of preprocessed ``(n, 3, H, W)`` pixels."""
-        feats = self._image_fn(pixel_values.to(self.device, self.dtype)).float()
+        feats = self._image_fn(pixel_values.to(self.device, self.dtype, non_blocking=True)).float()
         return feats / feats.norm(dim=-1, keepdim=True)
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int = 4) -> torch.Tensor:
