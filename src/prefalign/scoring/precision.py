@@ -11,9 +11,10 @@
   ``$PREFALIGN_HOME/cache/precision.json``;
 * anything else: fp32.
 
-``auto`` does not choose int8 (ours): torchao's dynamic int8 keeps the ranking on the random
-ViT-L/14-shaped model of the tests, but no machine we measured ran it faster than bf16 end to
-end; ``benchmarks/bench_score.py`` prints its ratio so that a machine where it wins shows it.
+``auto`` does not choose int8 (ours): torchao's dynamic int8 keeps the ranking on the tiny models
+of the tests (and ``benchmarks/bench_score.py`` checks it on a ViT-L/14-shaped one), but no machine
+we measured ran it faster than bf16 end to end; the benchmark prints its ratio to bf16, so a
+machine where it wins shows it.
 
 Whatever the precision, the score heads, the final L2 normalisation and the cosine run in fp32
 (``Scorer.encode_pixels`` / ``score_embeddings``).
@@ -34,23 +35,16 @@ import torch
 from torch import nn
 
 from prefalign.errors import PrefalignError, first_line
+from prefalign.scoring.catalog import PRECISION_CHOICES
 
 logger = logging.getLogger(__name__)
 
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16", "int8")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # int8: weights int8, activations quantised per token at run time; everything else stays fp32.
 INT8_BASE_DTYPE = torch.float32
 # The micro-benchmark's verdict: bf16 only when it is clearly faster (ours: 1.3x, above noise).
 BF16_MIN_SPEEDUP = 1.3
 CACHE_FILE = "precision.json"
-
-PRECISION_HELP = (
-    "auto (default): bf16 on CPUs with native bf16 dot products (AVX-512 BF16/AMX, as torch reports "
-    "them) and on CUDA GPUs with bf16, fp16 on older GPUs, fp32 elsewhere; fp32, bf16, fp16; int8 "
-    "(torchao dynamic int8 linear layers: pip install 'prefalign[int8]'). The choice is printed and "
-    "recorded in the output's metadata"
-)
 
 
 class PrecisionError(PrefalignError, ValueError):
