@@ -56,6 +56,13 @@ def unique_names(scorers: Sequence) -> list[str]:
     return names
 
 
+def scorer_runtime(scorers: Sequence | dict) -> dict[str, dict]:
+    """How each scorer computed (device, precision and why, attention), for the report's metadata;
+    scorers without ``runtime_metadata`` (the random baseline) are left out."""
+    pairs = scorers.items() if isinstance(scorers, dict) else zip(unique_names(scorers), scorers)
+    return {name: s.runtime_metadata() for name, s in pairs if hasattr(s, "runtime_metadata")}
+
+
 def score_records(
     scorer, records: Sequence[tuple[str, Sequence[str]]], *, batch_size: int, progress
 ) -> list[np.ndarray]:
@@ -103,6 +110,7 @@ class PreferenceRun:
     results: dict[str, PreferenceResult]
     records: list[Record] = field(repr=False)
     scores: dict[str, list[np.ndarray]] = field(repr=False)
+    runtime: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -110,6 +118,7 @@ class PreferenceRun:
             "dataset": self.dataset,
             "scorers": [{"name": n, "kind": k} for n, k in zip(self.scorers, self.kinds)],
             "results": {name: r.to_dict() for name, r in self.results.items()},
+            "runtime": self.runtime,
         }
 
 
@@ -172,6 +181,7 @@ def run_preference(
         results=results,
         records=[dataset[i] for i in selected],
         scores=scores,
+        runtime=scorer_runtime(scorers),
     )
 
 
@@ -182,9 +192,10 @@ class AgreementRun:
 
     votes: str
     result: AgreementResult
+    runtime: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"command": "agreement", "votes": self.votes, **self.result.to_dict()}
+        return {"command": "agreement", "votes": self.votes, **self.result.to_dict(), "runtime": self.runtime}
 
 
 def _pair_scores(scorer, votes: Sequence[Vote], *, batch_size: int, progress) -> list[np.ndarray]:
@@ -224,7 +235,7 @@ def run_agreement(
     metric.update(shard, credits)
     # Participant names of the other processes' shards, so per-participant rows are named.
     metric._names.update(dict(gather_lists(list(metric._names.items()))))
-    return AgreementRun(str(votes_dataset.root), metric.compute())
+    return AgreementRun(str(votes_dataset.root), metric.compute(), scorer_runtime(scorers))
 
 
 # ---------------------------------------------------------------------------- image sets
@@ -273,6 +284,7 @@ class ImagesRun:
     notes: list[str]
     scores: dict[str, np.ndarray] = field(repr=False)
     preferred: np.ndarray = field(repr=False)
+    runtime: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -283,6 +295,7 @@ class ImagesRun:
             "groups": self.groups,
             "hps_clip_correlation": self.correlation,
             "notes": self.notes,
+            "runtime": self.runtime,
         }
 
 
@@ -419,6 +432,7 @@ def run_images(
         notes=notes,
         scores=scores,
         preferred=preferred,
+        runtime=scorer_runtime(scorers),
     )
 
 
@@ -434,6 +448,7 @@ class CompareRun:
     win_rate_ci: dict[str, tuple[float, float]]
     votes: dict | None
     vote_shares_b: np.ndarray = field(repr=False)
+    runtime: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -444,6 +459,7 @@ class CompareRun:
             "results": {k: None if v is None else v.to_dict() for k, v in self.results.items()},
             "win_rate_b_ci": self.win_rate_ci,
             "votes": self.votes,
+            "runtime": self.runtime,
         }
 
 
@@ -549,4 +565,6 @@ def run_compare(
                 f"{votes.root}: no decided vote is on a pair of one image of A and one of B "
                 f"({vote_summary['unmatched']} votes on other images)"
             )
-    return CompareRun(str(a.root), str(b.root), len(pairs), results, cis, vote_summary, shares)
+    return CompareRun(
+        str(a.root), str(b.root), len(pairs), results, cis, vote_summary, shares, scorer_runtime(scorers)
+    )
