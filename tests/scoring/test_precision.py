@@ -208,3 +208,20 @@ def test_sdpa_equals_eager(tiny_clip_dir, tiny_hps_dir, jpegs):
         torch.testing.assert_close(
             sdpa.get_text_features(**tokens).pooler_output, eager.get_text_features(**tokens).pooler_output
         )
+
+
+def test_pickscore_scale_stays_fp32_in_bf16(tiny_clip_dir):
+    import math
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scorer = load_scorer(f"pickscore:{tiny_clip_dir}", device="cpu", precision="bf16")
+    scorer.model.logit_scale.data.fill_(4.6)  # cast anyway: only the fp32 copy may be used
+    one = torch.nn.functional.normalize(torch.ones(1, 4), dim=-1)
+    got = scorer.score_embeddings(one, one)
+    expected = math.exp(scorer._logit_scale.item())
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    init = scorer.model.config.logit_scale_init_value  # what the weights hold, before any cast
+    assert scorer._logit_scale.item() == pytest.approx(init, rel=1e-6)
+    assert torch.tensor(init).bfloat16().item() != pytest.approx(init, rel=1e-4)  # bf16 would round it

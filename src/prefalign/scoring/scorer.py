@@ -99,6 +99,8 @@ class Scorer:
         self.precision_choice = choose_precision(precision, self.device)
         self.precision = self.precision_choice.precision
         self.dtype = DTYPES.get(self.precision, INT8_BASE_DTYPE)
+        # PickScore's scale, kept fp32: in bf16, ln(100) rounds to 4.594 and the scores shrink by 1.1%
+        self._logit_scale = model.logit_scale.detach().float().clone().to(self.device)
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
         if self.precision == "int8":
             quantize_int8(self.model)
@@ -245,7 +247,9 @@ class Scorer:
         if self.kind == "hps":
             return 100.0 * cos
         if self.kind == "pickscore":
-            return self.model.logit_scale.float().exp() * cos
+            scale = self.model.logit_scale
+            # the live parameter when it is fp32 (it may be trained); the fp32 copy when it was cast
+            return (scale.float() if scale.dtype == torch.float32 else self._logit_scale).exp() * cos
         return cos  # clip
 
     def score(self, images: Sequence[ImageInput], prompt: str, *, batch_size: int = 4) -> torch.Tensor:
