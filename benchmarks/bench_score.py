@@ -21,6 +21,7 @@ Usage:
   python benchmarks/bench_score.py --model-size tiny --images 24 --repeats 2   # a quick check
   python benchmarks/bench_score.py --device cuda --batch-size 64 --images 512 --precisions auto,fp16,bf16
   python benchmarks/bench_score.py --model-size tiny --memory 1000,10000
+  python benchmarks/bench_score.py --compile --precisions auto   # torch.compile against eager
 """
 
 from __future__ import annotations
@@ -195,6 +196,9 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--decode-workers", type=int, default=None, help="default: sized to the device")
+    parser.add_argument(
+        "--compile", action="store_true", help="also auto with torch.compile (warm-up excluded)"
+    )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive loop (slow on big runs)")
     parser.add_argument(
         "--memory", default="", help="also report peak RSS scoring these image counts, e.g. 1000,10000"
@@ -250,6 +254,13 @@ def main() -> None:
             except Exception as exc:
                 print(f"{p}: cannot run here ({str(exc).splitlines()[0]})")
     results: dict[str, np.ndarray] = {}
+    if args.compile:
+        scorers["auto+compile"] = Scorer(copy.deepcopy(base), tokenizer, spec, device=device, compile=True)
+        t0 = time.perf_counter()
+        scorers["auto+compile"].score_records(records, batch_size=args.batch_size, progress=False)
+        print(
+            f"torch.compile warm-up {time.perf_counter() - t0:.1f} s (excluded), compiled={scorers['auto+compile'].compiled}"
+        )
 
     def run_scorer(name: str) -> None:
         scorer = scorers[name]
