@@ -29,6 +29,9 @@ from prefalign.scoring.vision import image_features
 
 logger = logging.getLogger(__name__)
 
+# The explicit floating-point precisions (the old name; resolve "auto" with choose_precision first).
+PRECISIONS = DTYPES
+
 # Distinct prompts kept encoded; a dataset with more simply re-encodes the oldest.
 TEXT_CACHE_SIZE = 65536
 
