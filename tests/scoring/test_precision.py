@@ -225,3 +225,10 @@ def test_pickscore_scale_stays_fp32_in_bf16(tiny_clip_dir):
     init = scorer.model.config.logit_scale_init_value  # what the weights hold, before any cast
     assert scorer._logit_scale.item() == pytest.approx(init, rel=1e-6)
     assert torch.tensor(init).bfloat16().item() != pytest.approx(init, rel=1e-4)  # bf16 would round it
+
+
+def test_float_precision_for_models_without_int8(x86):
+    choice, dtype = prec.float_precision("auto", "cpu")
+    assert dtype == prec.DTYPES[choice.precision]
+    with pytest.raises(PrecisionError, match="ImageReward: int8 is not available"):
+        prec.float_precision("int8", "cpu", who="ImageReward")

@@ -297,3 +297,18 @@ def ranking_agreement(reference, other, *, min_gap: float = 0.02) -> RankingAgre
     clear = np.triu(np.abs(gap) > min_gap * (ref.max() - ref.min()), k=1)
     flipped = clear & (np.sign(gap) != np.sign(got[:, None] - got[None, :]))
     return RankingAgreement(spearman, int(clear.sum()), int(flipped.sum()))
+
+
+def float_precision(
+    requested: str, device: str | torch.device, *, who: str = "this scorer"
+) -> tuple[PrecisionChoice, torch.dtype]:
+    """``choose_precision`` for models that run in a floating-point dtype only (no int8 path),
+    e.g. joint image-text scorers: the choice and its dtype.
+
+    Raises:
+        PrecisionError: an unknown name, or int8.
+    """
+    if requested in PRECISION_CHOICES and requested != "auto" and requested not in DTYPES:
+        raise PrecisionError(f"{who}: {requested} is not available; use auto, fp32, bf16 or fp16")
+    choice = choose_precision(requested, device)
+    return choice, DTYPES[choice.precision]
