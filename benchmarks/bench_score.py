@@ -192,7 +192,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     parser.add_argument("--model-size", choices=MODEL_SIZES, default="vit-l", help="default vit-l (ViT-L/14)")
     parser.add_argument(
-        "--precisions", default="auto,fp32,bf16,int8", help="comma-separated (default auto,fp32,bf16,int8)"
+        "--precisions",
+        default=None,
+        help="comma-separated (default auto,fp32,bf16,int8, less those torch reports as emulated on this CPU)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--decode-workers", type=int, default=None, help="default: sized to the device")
@@ -209,11 +211,24 @@ def main() -> None:
 
     from prefalign.data.images import Preprocess
     from prefalign.scoring import Scorer, ScorerSpec
-    from prefalign.scoring.precision import choose_precision, cpu_features, ranking_agreement
+    from prefalign.scoring.precision import choose_precision, cpu_features, native_cpu_bf16, ranking_agreement
     from prefalign.testing import tiny_clip_tokenizer
 
     device = args.device
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if args.precisions is None:
+        precisions = ["auto", "fp32", "bf16", "int8"]
+        if device == "cpu":
+            f = cpu_features()
+            emulated = {
+                "bf16": native_cpu_bf16(f) is False,
+                "int8": f.get("vnni") is False and not f.get("amx_tile"),
+            }
+            for p, slow in emulated.items():
+                if slow:
+                    precisions.remove(p)
+                    print(f"skipping {p}: emulated on this CPU (pass --precisions to measure it anyway)")
+    else:
+        precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     auto = choose_precision("auto", device)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, device {device}"
