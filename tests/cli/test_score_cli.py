@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -164,3 +165,30 @@ def test_two_processes_give_the_one_process_table(model_dir, image_dir, tmp_path
     assert [r["image"] for r in a] == [r["image"] for r in b]
     for x, y in zip(a, b):
         assert (x["score"] is None and y["score"] is None) or abs(x["score"] - y["score"]) < 1e-4
+
+
+def test_precision_defaults_to_auto_and_is_recorded(model_dir, image_dir, tmp_path, capsys):
+    import json
+
+    from prefalign.scoring.precision import choose_precision
+
+    out = tmp_path / "scores.parquet"
+    assert main(["score", str(image_dir), "-p", "a red circle", "-m", str(model_dir), "-o", str(out)]) == 0
+    meta = json.loads(pq.read_schema(out).metadata[b"prefalign"])
+    expected = choose_precision("auto", "cpu")
+    assert (meta["precision_requested"], meta["precision"]) == ("auto", expected.precision)
+    assert meta["precision_reason"] == expected.reason
+    assert meta["attn_implementation"] == "sdpa"
+    assert f"in {expected.precision} ({expected.reason})" in capsys.readouterr().err
+
+
+def test_explicit_precision_is_recorded(model_dir, image_dir, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "scores.parquet"
+    args = ["score", str(image_dir), "-p", "a red circle", "-m", str(model_dir), "-o", str(out)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 is emulated on CPUs without it
+        assert main([*args, "--precision", "bf16"]) == 0
+    meta = json.loads(pq.read_schema(out).metadata[b"prefalign"])
+    assert (meta["precision_requested"], meta["precision"], meta["device"]) == ("bf16", "bf16", "cpu")

@@ -38,6 +38,10 @@ def test_preference_prints_a_table_and_writes_the_report(choice_data, tiny_hps_m
     assert "random baseline of top1" in captured.out and "report.html" in captured.err
     data = json.loads((out / "report.json").read_text())
     assert data["results"]["random"]["top1"]["n"] == 12
+    runtime = data["runtime"]  # how each model scorer computed; the random baseline has nothing to say
+    assert list(runtime) == [str(tiny_hps_model)]
+    assert runtime[str(tiny_hps_model)]["precision_requested"] == "auto"
+    assert runtime[str(tiny_hps_model)]["precision"] in ("fp32", "bf16")
     assert (out / "plots" / "accuracy.png").exists()
 
 

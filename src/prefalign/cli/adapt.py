@@ -13,6 +13,7 @@ import types
 import typing
 from typing import Any
 
+from prefalign.cli.common import add_precision_arg
 from prefalign.cli.main import CommandError
 
 
@@ -107,6 +108,7 @@ def _register_select(sub: argparse._SubParsersAction) -> None:
         f"{PAPER_AESTHETIC_THRESHOLD}, the paper's threshold)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
+    add_precision_arg(p)
     p.add_argument("--batch-size", type=int, default=4, help="images per scoring pass (default 4)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_select)
@@ -127,7 +129,8 @@ def run_select(args: argparse.Namespace) -> int:
         threshold = PAPER_AESTHETIC_THRESHOLD
     data = load_dataset(args.data)
     progress = False if args.no_progress else None
-    scorer = load_scorer(args.model, device=args.device)
+    scorer = load_scorer(args.model, device=args.device, precision=args.precision)
+    print(f"{args.model}: {scorer.precision} ({scorer.precision_choice.reason})", file=sys.stderr)
     if scorer.kind != "hps":
         print(
             f"warning: {args.model} is a {scorer.kind!r} scorer; alpha is calibrated for HPS (100·cos)",
@@ -135,7 +138,9 @@ def run_select(args: argparse.Namespace) -> int:
         )
     aesthetic = None
     if args.aesthetic_model:
-        aesthetic = scorer_score_fn(load_scorer(args.aesthetic_model, device=args.device), progress=progress)
+        aesthetic = scorer_score_fn(
+            load_scorer(args.aesthetic_model, device=args.device, precision=args.precision), progress=progress
+        )
     report = select_training_set(
         data,
         scorer_score_fn(scorer, batch_size=args.batch_size, progress=progress),

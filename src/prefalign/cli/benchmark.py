@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from prefalign.cli.main import CommandError
+from prefalign.cli.common import add_precision_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -99,9 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--gen-batch-size", type=int, default=4, help="images per UNet pass (default 4)")
     run.add_argument("--batch-size", type=int, default=4, help="images per scorer pass (default 4)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
-    run.add_argument(
-        "--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="scorer dtype (default fp32)"
-    )
+    add_precision_arg(run)
     run.add_argument(
         "--bootstrap",
         type=int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -38,12 +39,7 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
     p.add_argument(
         "--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ... (default: auto)"
     )
-    p.add_argument(
-        "--precision",
-        choices=("fp32", "fp16", "bf16"),
-        default="fp32",
-        help="weights and activations dtype (default fp32; bf16 is ~2x slower on CPUs without AMX)",
-    )
+    add_precision_arg(p)
     p.add_argument(
         "--batch-size", type=int, default=4, help="images per forward pass (default 4: best on 2 cores)"
     )
@@ -65,8 +61,24 @@ def describe_scorer(scorer) -> str:
     )
 
 
-def write_table(rows: Sequence[dict[str, Any]], out: str | Path, columns: Sequence[str]) -> Path:
-    """Write rows as Parquet or CSV (by the extension), atomically."""
+def add_precision_arg(p: argparse.ArgumentParser) -> None:
+    """--precision, default auto (detected per machine, see prefalign.scoring.precision)."""
+    from prefalign.scoring.catalog import PRECISION_CHOICES, PRECISION_HELP
+
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help=PRECISION_HELP)
+
+
+def write_table(
+    rows: Sequence[dict[str, Any]],
+    out: str | Path,
+    columns: Sequence[str],
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write rows as Parquet or CSV (by the extension), atomically.
+
+    ``metadata`` (how the values were computed) goes into the Parquet schema metadata under the key
+    ``prefalign`` as JSON; CSV has no place for it.
+    """
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
@@ -82,6 +94,8 @@ def write_table(rows: Sequence[dict[str, Any]], out: str | Path, columns: Sequen
             table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
             if not rows:
                 table = pa.table({c: pa.array([], pa.string()) for c in columns})
+            if metadata:
+                table = table.replace_schema_metadata({"prefalign": json.dumps(metadata)})
             pq.write_table(table, tmp)
         else:
             with open(tmp, "w", newline="", encoding="utf-8") as f:

@@ -146,7 +146,9 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default="auto", help="auto (CUDA if available), cpu, cuda:1 ... (default auto)"
     )
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="default fp32")
+    from prefalign.cli.common import add_precision_arg
+
+    add_precision_arg(p)
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     p.add_argument("--compile", action="store_true", help="torch.compile the image towers")
 

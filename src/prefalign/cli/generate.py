@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from prefalign.cli.main import CommandError
+from prefalign.scoring.catalog import PRECISION_CHOICES, PRECISION_HELP
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -88,6 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", type=int, help="candidates kept per seed with --best-of (default 1)")
     p.add_argument("--scorer", help="model ranking the --best-of candidates (reward, HPS, PickScore ...)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
+    p.add_argument(
+        "--scorer-precision", choices=PRECISION_CHOICES, default="auto", help="of --scorer: " + PRECISION_HELP
+    )
     p.add_argument("--model-name", help="what meta.model says (default: base[+adapter])")
     p.set_defaults(func=run)
 
@@ -113,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
         from prefalign.adapt.rewards import reward_fn_from_scorer
         from prefalign.scoring import load_scorer
 
-        reward = reward_fn_from_scorer(load_scorer(args.scorer, device=device))
+        scorer = load_scorer(args.scorer, device=device, precision=args.scorer_precision)
+        print(f"{args.scorer}: {scorer.precision} ({scorer.precision_choice.reason})", file=sys.stderr)
+        reward = reward_fn_from_scorer(scorer)
     settings = GenerationSettings(
         steps=args.steps,
         guidance=args.guidance,

@@ -100,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
     print(describe_scorer(scorer), file=sys.stderr)
     if scorer.uses_text and args.prompt is not None and not args.prompt.strip():
         raise CommandError("--prompt is empty")
+    meta = scorer.runtime_metadata()
+    print(
+        f"{args.model} on {meta['device']} in {meta['precision']} ({meta['precision_reason']})",
+        file=sys.stderr,
+    )
     from prefalign.scoring.distributed import process_rank, score_records_sharded
 
     result = score_records_sharded(
@@ -116,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if process_rank() != 0:  # under torchrun / accelerate launch, the first process reports
         return 1 if result.failures else 0
     if args.out:
-        write_table(rows, args.out, columns)
+        write_table(rows, args.out, columns, metadata=meta)
         print(f"wrote {len(rows)} scores to {args.out}", file=sys.stderr)
     else:
         print(format_table(rows, columns))

@@ -57,6 +57,13 @@ def unique_names(scorers: Sequence) -> list[str]:
     return names
 
 
+def scorer_runtime(scorers: Sequence | dict) -> dict[str, dict]:
+    """How each scorer computed (device, precision and why, attention), for the report's metadata;
+    scorers without ``runtime_metadata`` (the random baseline) are left out."""
+    pairs = scorers.items() if isinstance(scorers, dict) else zip(unique_names(scorers), scorers)
+    return {name: s.runtime_metadata() for name, s in pairs if hasattr(s, "runtime_metadata")}
+
+
 def score_records(
     scorer, records: Sequence[tuple[str, Sequence[str]]], *, batch_size: int, progress
 ) -> list[np.ndarray]:
@@ -105,6 +112,7 @@ class PreferenceRun:
     records: list[Record] = field(repr=False)
     scores: dict[str, list[np.ndarray]] = field(repr=False)
     selection: dict = field(default_factory=dict)  # which split was evaluated, and why (splits.Selection)
+    runtime: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -113,6 +121,7 @@ class PreferenceRun:
             "selection": self.selection,
             "scorers": [{"name": n, "kind": k} for n, k in zip(self.scorers, self.kinds)],
             "results": {name: r.to_dict() for name, r in self.results.items()},
+            "runtime": self.runtime,
         }
 
 
@@ -194,6 +203,7 @@ def run_preference(
         records=[dataset[i] for i in selected],
         scores=scores,
         selection=chosen.to_dict(),
+        runtime=scorer_runtime(scorers),
     )
 
 
@@ -204,9 +214,10 @@ class AgreementRun:
 
     votes: str
     result: AgreementResult
+    runtime: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"command": "agreement", "votes": self.votes, **self.result.to_dict()}
+        return {"command": "agreement", "votes": self.votes, **self.result.to_dict(), "runtime": self.runtime}
 
 
 def _pair_scores(scorer, votes: Sequence[Vote], *, batch_size: int, progress) -> list[np.ndarray]:
@@ -246,7 +257,7 @@ def run_agreement(
     metric.update(shard, credits)
     # Participant names of the other processes' shards, so per-participant rows are named.
     metric._names.update(dict(gather_lists(list(metric._names.items()))))
-    return AgreementRun(str(votes_dataset.root), metric.compute())
+    return AgreementRun(str(votes_dataset.root), metric.compute(), scorer_runtime(scorers))
 
 
 # ---------------------------------------------------------------------------- image sets
@@ -295,6 +306,7 @@ class ImagesRun:
     notes: list[str]
     scores: dict[str, np.ndarray] = field(repr=False)
     preferred: np.ndarray = field(repr=False)
+    runtime: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -305,6 +317,7 @@ class ImagesRun:
             "groups": self.groups,
             "hps_clip_correlation": self.correlation,
             "notes": self.notes,
+            "runtime": self.runtime,
         }
 
 
@@ -443,6 +456,7 @@ def run_images(
         notes=notes,
         scores=scores,
         preferred=preferred,
+        runtime=scorer_runtime(scorers),
     )
 
 
@@ -458,6 +472,7 @@ class CompareRun:
     win_rate_ci: dict[str, tuple[float, float]]
     votes: dict | None
     vote_shares_b: np.ndarray = field(repr=False)
+    runtime: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -468,6 +483,7 @@ class CompareRun:
             "results": {k: None if v is None else v.to_dict() for k, v in self.results.items()},
             "win_rate_b_ci": self.win_rate_ci,
             "votes": self.votes,
+            "runtime": self.runtime,
         }
 
 
@@ -575,4 +591,6 @@ def run_compare(
                 f"{votes.root}: no decided vote is on a pair of one image of A and one of B "
                 f"({vote_summary['unmatched']} votes on other images)"
             )
-    return CompareRun(str(a.root), str(b.root), len(pairs), results, cis, vote_summary, shares)
+    return CompareRun(
+        str(a.root), str(b.root), len(pairs), results, cis, vote_summary, shares, scorer_runtime(scorers)
+    )

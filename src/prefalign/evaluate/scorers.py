@@ -56,7 +56,7 @@ class RandomScorer:
 
 
 def load_eval_scorer(
-    name: str, *, device: str | None = "auto", precision: str = "fp32", compile: bool = False
+    name: str, *, device: str | None = "auto", precision: str = "auto", compile: bool = False
 ):
     """``random`` or ``random:SEED``, else whatever ``load_scorer`` accepts (directory, ``clip:M``...).
 

@@ -34,3 +34,12 @@ FAMILIES: dict[str, tuple[str, str, str, str, str]] = {
     "imagereward": ("imagereward", "imagereward", "center-crop", "gelu", "bert-base-uncased"),
     "mps": ("mps", "mps", "center-crop", "gelu", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
 }
+
+# Precisions a scorer runs in (prefalign.scoring.precision chooses for "auto"), and their --help.
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16", "int8")
+PRECISION_HELP = (
+    "auto (default; the rule is ours): bf16 on CPUs with native bf16 dot products (AVX-512 BF16 or AMX, as torch "
+    "reports them) and on CUDA GPUs with bf16, fp16 on older GPUs, fp32 elsewhere; or fp32, bf16, "
+    "fp16, int8 (torchao dynamic int8 linear layers: pip install 'prefalign[int8]'). Heads and "
+    "cosines stay fp32; the choice is printed and recorded in the output's metadata"
+)

@@ -17,7 +17,8 @@ import torch
 from prefalign.data.images import ImageInput, ImageLoadError, Preprocess
 from prefalign.scoring.model_format import ScorerSpec
 from prefalign.scoring.pixels import check_pixels, preprocess_pixels
-from prefalign.scoring.scorer import PRECISIONS, ScoreError, ScoreFailure, ScoreResult
+from prefalign.scoring.precision import float_precision
+from prefalign.scoring.scorer import ScoreError, ScoreFailure, ScoreResult
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +29,20 @@ class JointScorer:
     Args:
         spec: ``prefalign.json`` (kind, preprocessing, head, provenance).
         device: ``"cpu"``, ``"cuda"``...
-        precision: ``"fp32"`` (default), ``"fp16"`` or ``"bf16"`` for the network; heads stay fp32.
+        precision: ``"auto"`` (default; detected per device, see ``prefalign.scoring.precision``),
+            ``"fp32"``, ``"fp16"`` or ``"bf16"`` for the network; heads stay fp32. No int8 path.
         name: how to refer to this scorer in reports.
     """
 
     uses_text = True
 
     def __init__(
-        self, spec: ScorerSpec, *, device: str | torch.device = "cpu", precision: str = "fp32", name=None
+        self, spec: ScorerSpec, *, device: str | torch.device = "cpu", precision: str = "auto", name=None
     ):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.spec = spec
         self.device = torch.device(device)
-        self.dtype = PRECISIONS[precision]
+        self.precision_choice, self.dtype = float_precision(precision, self.device, who=f"{spec.kind} scorer")
+        self.precision = self.precision_choice.precision
         self.name = name or spec.provenance.get("name") or spec.kind
 
     @property
@@ -54,6 +55,16 @@ class JointScorer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, kind={self.kind!r}, device={self.device})"
+
+    def runtime_metadata(self) -> dict[str, str]:
+        """How this scorer computes (for output metadata): device, precision and why."""
+        return {
+            "scorer": self.name,
+            "device": str(self.device),
+            "precision": self.precision,
+            "precision_requested": self.precision_choice.requested,
+            "precision_reason": self.precision_choice.reason,
+        }
 
     # ------------------------------------------------------------------ to implement
     def forward(self, model_input: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:

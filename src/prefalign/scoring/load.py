@@ -77,7 +77,7 @@ def load_scorer(
     name_or_path: str | os.PathLike,
     *,
     device: str | None = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     compile: bool = False,
     kind: str | None = None,
     tokenizer: str | os.PathLike | None = None,
@@ -94,7 +94,9 @@ def load_scorer(
         kind: the score kind (as the prefix; the two must agree when both are given).
         tokenizer: a tokenizer directory or hub id, for a model shipped without one (PickScore).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        precision: ``"auto"`` (detected: bf16 on CPUs with native bf16 and on bf16 GPUs, fp16 on
+            other GPUs, else fp32; see ``prefalign.scoring.precision``), ``"fp32"``, ``"bf16"``,
+            ``"fp16"`` or ``"int8"`` (torchao).
         compile: compile the image tower (``torch.compile`` + inductor freezing).
 
     Raises:
@@ -193,7 +195,8 @@ def _load_clip(source: str, tokenizer: str | os.PathLike | None = None):
     if tokenizer is None and not has_tokenizer_files(source):
         raise TokenizerError(missing_tokenizer_message(source))
     try:
-        model = CLIPModel.from_pretrained(source, config=config)
+        # PyTorch's fused attention (SDPA), checked equal to eager by tests/scoring/test_precision.py
+        model = CLIPModel.from_pretrained(source, config=config, attn_implementation="sdpa")
     except (OSError, ValueError) as exc:
         raise ScorerLoadError(f"{source}: cannot load the CLIP model ({first_line(exc)})") from None
     if tokenizer is not None:

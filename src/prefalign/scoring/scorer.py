@@ -11,23 +11,27 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from prefalign.data.decode import decode_ahead, decode_workers
 from prefalign.data.images import ImageInput, ImageLoadError, Preprocess
 from prefalign.errors import PrefalignError
 from prefalign.scoring.model_format import HEAD_KINDS, TEXT_FREE_KINDS, ScorerSpec
+from prefalign.scoring.precision import DTYPES, INT8_BASE_DTYPE, choose_precision, quantize_int8
 from prefalign.scoring.vision import image_features
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# The explicit floating-point precisions (the old name; resolve "auto" with choose_precision first).
+PRECISIONS = DTYPES
+
 # Distinct prompts kept encoded; a dataset with more simply re-encodes the oldest.
 TEXT_CACHE_SIZE = 65536
 
@@ -66,8 +70,10 @@ class Scorer:
         spec: the score kind, preprocessing and provenance (``prefalign.json``).
         head: the score head for ``aesthetic`` and ``reward`` models.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        precision: ``"fp32"`` (default), ``"fp16"`` or ``"bf16"``. On CPUs without AMX bf16 runs
-            about 2x slower than fp32.
+        precision: ``"auto"`` (default: detected from the hardware, see
+            ``prefalign.scoring.precision``), ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"``
+            (torchao). Heads, the L2 normalisation and the cosine stay fp32; the choice and its
+            reason are in ``precision_choice``.
         compile: compile the image tower with ``torch.compile`` and inductor freezing (faster on
             some CPUs, within noise on others); falls back to eager with a warning if it fails.
         name: how to refer to this scorer in reports.
@@ -86,21 +92,21 @@ class Scorer:
         *,
         head: nn.Module | None = None,
         device: str | torch.device = "cpu",
-        precision: str = "fp32",
+        precision: str = "auto",
         compile: bool = False,
         name: str | None = None,
     ):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if spec.kind in HEAD_KINDS and head is None:
             raise ValueError(f"a {spec.kind} scorer needs its MLP head")
         self.device = torch.device(device)
-        self.dtype = PRECISIONS[precision]
-        if self.device.type == "cpu" and precision != "fp32":
-            warnings.warn(
-                f"{precision} on CPU is usually slower than fp32 (no AMX / fp16 kernels)", stacklevel=2
-            )
+        self.precision_choice = choose_precision(precision, self.device)
+        self.precision = self.precision_choice.precision
+        self.dtype = DTYPES.get(self.precision, INT8_BASE_DTYPE)
+        # PickScore's scale, kept fp32: in bf16, ln(100) rounds to 4.594 and the scores shrink by 1.1%
+        self._logit_scale = model.logit_scale.detach().float().clone().to(self.device)
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+        if self.precision == "int8":
+            quantize_int8(self.model)
         self.head = None if head is None else head.to(self.device).float().eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.spec = spec
@@ -112,6 +118,9 @@ class Scorer:
         self.compiled = False
         if compile:
             self._image_fn = self._compiled_image_fn()
+        logger.info(
+            "%s on %s in %s (%s)", self.name, self.device, self.precision, self.precision_choice.reason
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -127,7 +136,18 @@ class Scorer:
         return self.kind not in TEXT_FREE_KINDS
 
     def __repr__(self) -> str:
-        return f"Scorer(name={self.name!r}, kind={self.kind!r}, device={self.device}, dtype={self.dtype})"
+        return f"Scorer(name={self.name!r}, kind={self.kind!r}, device={self.device}, precision={self.precision})"
+
+    def runtime_metadata(self) -> dict[str, str]:
+        """How this scorer computes (for output metadata): device, precision and why, attention."""
+        return {
+            "scorer": self.name,
+            "device": str(self.device),
+            "precision": self.precision,
+            "precision_requested": self.precision_choice.requested,
+            "precision_reason": self.precision_choice.reason,
+            "attn_implementation": str(getattr(self.model.config, "_attn_implementation", None)),
+        }
 
     # ------------------------------------------------------------------ encoders
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -163,7 +183,7 @@ class Scorer:
     @torch.no_grad()  # not inference_mode: compiled graphs with frozen weights want plain no_grad
     def encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings (float32) of preprocessed ``(n, 3, H, W)`` pixels."""
-        feats = self._image_fn(pixel_values.to(self.device, self.dtype)).float()
+        feats = self._image_fn(pixel_values.to(self.device, self.dtype, non_blocking=True)).float()
         return feats / feats.norm(dim=-1, keepdim=True)
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int = 4) -> torch.Tensor:
@@ -230,7 +250,9 @@ class Scorer:
         if self.kind == "hps":
             return 100.0 * cos
         if self.kind == "pickscore":
-            return self.model.logit_scale.float().exp() * cos
+            scale = self.model.logit_scale
+            # the live parameter when it is fp32 (it may be trained); the fp32 copy when it was cast
+            return (scale.float() if scale.dtype == torch.float32 else self._logit_scale).exp() * cos
         return cos  # clip
 
     def score(self, images: Sequence[ImageInput], prompt: str, *, batch_size: int = 4) -> torch.Tensor:
@@ -272,6 +294,7 @@ class Scorer:
         strict: bool = False,
         progress: bool | None = None,
         prefetch: int = 2,
+        workers: int | None = None,
     ) -> ScoreResult:
         """Score many ``(prompt, images)`` records (see ``_score_records``).
 
@@ -310,7 +333,9 @@ class Scorer:
             batch_size: images per forward pass (4 is the sweet spot on two CPU cores).
             strict: raise at the first failure instead of recording it and going on.
             progress: show a progress bar (default: when stderr is a terminal).
-            prefetch: batches decoded ahead of the model.
+            prefetch: batches decoded ahead of the model (at least ``workers``).
+            workers: decode threads (default ``decode_workers(device)``: 1 on a CPU, where the
+                model uses the cores; up to 8 beside a GPU).
 
         Returns:
             A ``ScoreResult``: one array per record (NaN for images that failed) and the failures.
@@ -336,29 +361,20 @@ class Scorer:
             items.extend((r, i, img) for i, img in enumerate(images))
         batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
 
-        def load(batch: list[tuple[int, int, ImageInput]]) -> tuple[list[int], torch.Tensor | None, list]:
-            ok, tensors, errors = [], [], []
-            for k, (r, i, src) in enumerate(batch):
-                try:
-                    tensors.append(self.preprocess(src))
-                    ok.append(k)
-                except ImageLoadError as exc:
-                    errors.append((r, i, exc.source, exc.reason))
-            return ok, (torch.stack(tensors) if tensors else None), errors
-
         bar = tqdm(
             total=len(items), unit="img", desc=f"scoring ({self.name})", disable=_no_progress(progress)
         )
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefalign-decode") as pool:
-            pending: deque = deque(pool.submit(load, b) for b in batches[:prefetch])
-            for n, batch in enumerate(batches):
-                ok, pixels, errors = pending.popleft().result()
-                if n + prefetch < len(batches):
-                    pending.append(pool.submit(load, batches[n + prefetch]))
-                for err in errors:
-                    fail(*err)
-                if pixels is not None:
-                    self._score_batch([batch[k] for k in ok], pixels, records, scores, batch_size)
+        sources = ([src for _, _, src in batch] for batch in batches)
+        workers = decode_workers(self.device) if workers is None else workers
+        pin = self.device.type == "cuda"
+        with closing(
+            decode_ahead(self.preprocess, sources, workers=workers, ahead=prefetch, pin_memory=pin)
+        ) as decoded:
+            for batch, done in zip(batches, decoded):
+                for k, source, reason in done.errors:
+                    fail(batch[k][0], batch[k][1], source, reason)
+                if done.pixels is not None:
+                    self._score_batch([batch[k] for k in done.ok], done.pixels, records, scores, batch_size)
                 bar.update(len(batch))
         bar.close()
         return ScoreResult(scores, failures)

@@ -85,7 +85,7 @@ class PreferenceTrainer(Trainer):
 
         # The Scorer loader is the one door to base models: it refuses what is not CLIP and
         # knows model directories, hub ids and converted names alike.
-        base = load_scorer(cfg.base, device="cpu")
+        base = load_scorer(cfg.base, device="cpu", precision="fp32")  # train from fp32 weights
         self.clip, self.tokenizer = base.model, base.tokenizer
         self.context_length = base.context_length
         spec = base.spec.preprocess

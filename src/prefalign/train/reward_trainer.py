@@ -72,7 +72,8 @@ class RewardTrainer(Trainer):
 
         from prefalign.scoring import load_scorer
 
-        self.scorer = load_scorer(cfg.base, device=str(self.accelerator.device))
+        # fp32 weights to train from, whatever the machine (--mixed-precision is accelerate's job)
+        self.scorer = load_scorer(cfg.base, device=str(self.accelerator.device), precision="fp32")
         base = self.scorer.spec.preprocess
         self.preprocess = Preprocess(
             mode=cfg.preprocess,
