@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from prefalign.cli.main import CommandError
 from prefalign.cli.common import add_precision_arg
+from prefalign.cli.main import CommandError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

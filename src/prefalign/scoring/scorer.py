@@ -308,7 +308,12 @@ class Scorer:
         if plan.n_shared:
             logger.info("%d repeated images scored once and shared", plan.n_shared)
         result = self._score_records(
-            plan.records, batch_size=batch_size, strict=strict, progress=progress, prefetch=prefetch
+            plan.records,
+            batch_size=batch_size,
+            strict=strict,
+            progress=progress,
+            prefetch=prefetch,
+            workers=workers,
         )
         return plan.expand(result)
 
@@ -320,6 +325,7 @@ class Scorer:
         strict: bool = False,
         progress: bool | None = None,
         prefetch: int = 2,
+        workers: int | None = None,
     ) -> ScoreResult:
         """Score many ``(prompt, images)`` records.
 
