@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "prefalign.cli.eval",
     "prefalign.cli.adapt",
     "prefalign.cli.generate",
+    "prefalign.cli.push",
 )
 
 
