@@ -48,6 +48,19 @@ def test_pair_csv_needs_no_flags_and_reads_every_winner_spelling(tmp_path):
     assert (tmp_path / "ds" / ds[0].images[1]).read_bytes() == (src / "img/b1.png").read_bytes()
 
 
+def test_columns_numbered_from_one_read_the_winner_as_their_number(tmp_path):
+    _images(tmp_path, ["x.png", "y.png"])
+    (tmp_path / "n.csv").write_text(
+        "prompt,image_1,image_2,winner\np,x.png,y.png,1\nq,x.png,y.png,2\nr,x.png,y.png,0\n"
+    )
+    _, bad = import_table(tmp_path / "n.csv", tmp_path / "ds", skip_bad_rows=True)
+    assert [r.chosen for r in load_dataset(tmp_path / "ds")] == [
+        0,
+        1,
+    ]  # winner 1 is image_1, not the 2nd image
+    assert bad == ["line 4: winner '0' matches none of the numbered columns image_1, image_2"]
+
+
 def test_rating_csv_and_tsv_with_users_and_splits(tmp_path):
     _images(tmp_path, ["x.png", "y.png"])
     (tmp_path / "r.csv").write_text(

@@ -233,25 +233,29 @@ def _chosen_index(value: Any, images: list[str], columns: Columns) -> int | None
     n = len(images)
     if isinstance(value, bool):
         value = int(value)
-    if isinstance(value, int | float) and float(value).is_integer():
-        index = int(value)
-        if 0 <= index < n:
-            return index
-        raise BadRow(f"winner {index} is not an image index 0..{n - 1}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     text = str(value).strip()
     low = text.lower()
     if low in TIE_WORDS:
         return None
+    # The column name, or its suffix (image_a -> a, image_2 -> 2): checked before indices, so that
+    # columns numbered from 1 (image_1, image_2) read winner 1 as image_1, not as the second image.
+    for i, col in enumerate(columns.images):
+        match = _IMAGE_COLUMN.match(col)
+        if low == col.lower() or (match and low == match.group(1).lower()):
+            if i >= n:
+                raise BadRow(f"winner {text!r} names {col}, which is empty in this row")
+            return i
+    numbered = [c for c in columns.images if (m := _IMAGE_COLUMN.match(c)) and m.group(1).isdigit()]
+    if numbered and re.fullmatch(r"-?\d+", text):  # numbered columns: a number must be one of theirs
+        raise BadRow(f"winner {text!r} matches none of the numbered columns {', '.join(numbered)}")
     if re.fullmatch(r"-?\d+", text):
         index = int(text)
         if 0 <= index < n:
             return index
         raise BadRow(f"winner {text!r} is not an image index 0..{n - 1}")
-    for i, col in enumerate(columns.images):  # the column name, or its suffix (image_a -> a)
-        match = _IMAGE_COLUMN.match(col)
-        if low == col.lower() or (match and low == match.group(1).lower()):
-            return i
-    if len(low) == 1 and "a" <= low <= "z" and not columns.images and ord(low) - ord("a") < n:
+    if len(low) == 1 and "a" <= low <= "z" and ord(low) - ord("a") < n:
         return ord(low) - ord("a")
     matches = [i for i, img in enumerate(images) if text == img]
     if not matches:
