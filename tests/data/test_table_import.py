@@ -128,6 +128,9 @@ def test_every_bad_row_is_named_by_line_and_nothing_is_written(tmp_path, capsys)
     captured = capsys.readouterr()
     assert "skipped 5 bad row(s)" in captured.err and "line 5: winner 'c'" in captured.err
     assert [r.chosen for r in load_dataset(out)] == [0]
+    again = ["data", "import", "table", str(tmp_path / "bad.csv"), "--out", str(out), "--skip-bad-rows"]
+    assert main(again) == 2 and "already holds a dataset; pass --overwrite" in capsys.readouterr().err
+    assert main([*again, "--overwrite"]) == 0
 
 
 def test_unknown_layout_names_the_columns(tmp_path):
@@ -153,5 +156,10 @@ def test_split_writes_to_out_and_in_place_only_when_asked(tmp_path, capsys):
     split = load_dataset(tmp_path / "s")
     assert sum(r.split == "test" for r in split) == 3
     assert all(Path(split.image_path(i)).is_file() for r in split for i in r.images)
+    assert main(["data", "split", str(ds), "--test-size", "3", "--out", str(tmp_path / "s")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (
+        main(["data", "split", str(ds), "--test-size", "3", "--out", str(tmp_path / "s"), "--overwrite"]) == 0
+    )
     assert main(["data", "split", str(ds), "--test-size", "3", "--in-place"]) == 0
     assert sum(r.split == "test" for r in load_dataset(ds)) == 3

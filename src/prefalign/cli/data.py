@@ -248,6 +248,9 @@ def _register_import(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="import the good rows and name the bad ones (default: refuse)",
     )
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace a dataset already in DIR (default: refuse)"
+    )
     p.set_defaults(func=run_import)
 
 
@@ -264,6 +267,7 @@ def run_table_import(args: argparse.Namespace) -> int:
         args.out,
         link=args.link,
         skip_bad_rows=args.skip_bad_rows,
+        overwrite=args.overwrite,
         prompt_col=args.prompt_col,
         image_cols=[c.strip() for c in args.image_cols.split(",")] if args.image_cols else None,
         images_col=args.images_col,
@@ -299,6 +303,7 @@ def run_import(args: argparse.Namespace) -> int:
             "split_col",
             "link",
             "skip_bad_rows",
+            "overwrite",
         )
         if getattr(args, k)
     ]
@@ -387,6 +392,9 @@ def _register_split(sub: argparse._SubParsersAction) -> None:
         "--out", "-o", metavar="OUT", help="write the split dataset here (its images are referenced)"
     )
     where.add_argument("--in-place", action="store_true", help="rewrite DIR's records.parquet instead")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a dataset already in OUT (default: refuse)"
+    )
     p.set_defaults(func=run_split)
 
 
@@ -398,6 +406,8 @@ def run_split(args: argparse.Namespace) -> int:
 
     if args.out and Path(args.out).resolve() == Path(args.dataset).resolve():
         raise PrefalignError(f"--out {args.out} is the dataset itself; pass --in-place to rewrite it")
+    if args.out and (Path(args.out) / "records.parquet").exists() and not args.overwrite:
+        raise PrefalignError(f"{args.out}: already holds a dataset; pass --overwrite to replace it")
     counts = split_dataset(args.dataset, args.test_size, by=args.by, seed=args.seed, out=args.out)
     print(f"train: {counts['train']:,}, test: {counts['test']:,} (by {args.by}, seed {args.seed})")
     return 0

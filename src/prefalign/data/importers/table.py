@@ -371,6 +371,7 @@ def import_table(
     *,
     link: bool = False,
     skip_bad_rows: bool = False,
+    overwrite: bool = False,
     **column_flags: Any,
 ) -> tuple[ImportReport, list[str]]:
     """Read a CSV/TSV/JSONL/Parquet table of choices or ratings and write a prefalign dataset.
@@ -380,6 +381,7 @@ def import_table(
         out: the dataset directory to write (records.parquet and ``images/``).
         link: hard-link the images (a copy where links are impossible) instead of copying them.
         skip_bad_rows: write the good rows and report the bad ones, instead of writing nothing.
+        overwrite: replace a dataset already in ``out`` (refused otherwise).
         **column_flags: ``prompt_col``, ``image_cols``, ``images_col``, ``chosen_col``, ``ranks_col``,
             ``rating_col``, ``user_col``, ``split_col`` (see :func:`resolve_columns`).
 
@@ -389,11 +391,16 @@ def import_table(
 
     Raises:
         DatasetError: the table cannot be read, a named column is absent, or some rows are bad
-            and ``skip_bad_rows`` is false (every bad row is named; nothing is written).
+            and ``skip_bad_rows`` is false (every bad row is named; nothing is written), or ``out``
+            already holds a dataset and ``overwrite`` is false.
     """
+    from prefalign.data.dataset import RECORDS_FILE
+
     path, out = Path(path), Path(out)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
+    if (out / RECORDS_FILE).exists() and not overwrite:
+        raise DatasetError(f"{out}: already holds a dataset; pass --overwrite to replace it")
     names, rows = _rows(path)
     columns = resolve_columns(names, path, **column_flags)
     report = ImportReport()
