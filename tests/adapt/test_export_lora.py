@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -48,7 +50,13 @@ def test_kohya_export_loads_in_diffusers_and_reproduces_the_images(tmp_path, tin
     adapter = _random_adapter(tiny_sd, tmp_path / "adapter", use_rslora=use_rslora)
     out = export_lora(adapter, tmp_path / "mine.safetensors", "kohya")
     state = load_file(out)
-    assert all(k.startswith("lora_unet_") for k in state)
+    # every layer name is one AUTOMATIC1111's Lora extension maps to its compvis name
+    # (networks.py convert_diffusers_name_to_compvis: down/mid/up block attentions)
+    a1111 = re.compile(
+        r"lora_unet_(down_blocks_\d+_attentions_\d+|mid_block_attentions_\d+|up_blocks_\d+_attentions_\d+)_.+"
+    )
+    assert all(a1111.fullmatch(k.split(".")[0]) for k in state)
+    assert {k.split(".", 1)[1] for k in state} == {"lora_down.weight", "lora_up.weight", "alpha"}
     key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_out_0"  # the tiny UNet's first
     assert {f"{key}.lora_down.weight", f"{key}.lora_up.weight", f"{key}.alpha"} <= set(state)
     # kohya scale alpha / rank equals PEFT's lora_alpha / r (or / sqrt(r) with rsLoRA)
