@@ -35,10 +35,12 @@ def test_pair_csv_needs_no_flags_and_reads_every_winner_spelling(tmp_path):
         "a dog,img/a2.png,img/b2.png,img/a2.png\n"
         "a dog,img/a2.png,img/b2.png,tie\n"
         '"a ""quoted"", comma",img/a1.png,img/b1.png,A\n'
+        '"two\nlines\u2028and a separator",img/a1.png,img/b1.png,b\n'
     )
     assert main(["data", "import", "table", str(src / "choices.csv"), "--out", str(tmp_path / "ds")]) == 0
     ds = load_dataset(tmp_path / "ds")
-    assert [r.chosen for r in ds] == [1, 0, 1, 1, 1, 0, None, 0]
+    assert [r.chosen for r in ds] == [1, 0, 1, 1, 1, 0, None, 0, 1]
+    assert ds[8].prompt == "two\nlines\u2028and a separator" and ds[8].id == "choices:10"  # quoted newline
     assert ds[6].ranks == [0, 0]
     assert ds[7].prompt == 'a "quoted", comma'
     assert ds[0].id == "choices:2"  # the line number in the file

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -91,7 +92,8 @@ def _rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
     if suffix == ".jsonl":
         rows: list[tuple[int, dict[str, Any]]] = []
         names: dict[str, None] = {}
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        # split on \n only: str.splitlines would also cut at U+2028 and friends, legal inside JSON strings
+        for lineno, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -107,7 +109,7 @@ def _rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
             names.update(dict.fromkeys(row))
             rows.append((lineno, row))
         return list(names), iter(rows)
-    reader = csv.reader(text.splitlines(keepends=True), delimiter="\t" if suffix == ".tsv" else ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
     try:
         header = next(reader)
     except StopIteration:
@@ -115,8 +117,9 @@ def _rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
     header = [h.strip() for h in header]
 
     def gen() -> Iterator[tuple[int, dict[str, Any]]]:
+        start = reader.line_num + 1  # a quoted field may span lines: name the row by its first
         for cells in reader:
-            lineno = reader.line_num
+            lineno, start = start, reader.line_num + 1
             if not any(c.strip() for c in cells):
                 continue
             if len(cells) != len(header):
