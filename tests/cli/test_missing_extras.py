@@ -55,3 +55,18 @@ def test_every_extra_in_pyproject_is_named_and_unknown_modules_are_not_hidden():
 def test_pip_names_differ_from_module_names(module):
     message = missing_extra(ModuleNotFoundError("x", name=module))
     assert ("pyyaml" if module == "yaml" else "python-multipart") in message
+
+
+def test_a_command_group_whose_options_need_an_extra_still_lists_and_says_which(monkeypatch, capsys):
+    import prefalign.cli.push as push_cli
+
+    def register(sub):
+        raise ModuleNotFoundError("No module named 'fastapi'", name="fastapi")
+
+    monkeypatch.setattr(push_cli, "register", register)
+    assert main(["push", "anything", "--repo", "me/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "prefalign push: error: this command needs fastapi, which is not installed: "
+        "pip install 'prefalign[annotate]' (or 'prefalign[all]')"
+    )
