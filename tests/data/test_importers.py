@@ -157,7 +157,9 @@ def test_split_by_user_refuses_records_without_a_user(tmp_path, capsys):
         from prefalign.data.split import split_dataset
 
         split_dataset(tmp_path / "ds", 2, by="user")
-    assert main(["data", "split", str(tmp_path / "ds"), "--test-size", "2", "--by", "user"]) == 2
+    assert (
+        main(["data", "split", str(tmp_path / "ds"), "--test-size", "2", "--by", "user", "--in-place"]) == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "3 of 8 records have no user" in err[0] and "--by prompt" in err[0]
     assert (tmp_path / "ds/records.parquet").read_bytes() == before  # nothing rewritten

@@ -105,7 +105,7 @@ def test_cli_from_discord_stats_split_export(tmp_path, capsys):
     assert main(["data", "stats", str(out)]) == 0
     text = capsys.readouterr().out
     assert "no choice made" in text and "images per prompt" in text
-    assert main(["data", "split", str(out), "--test-size", "2", "--by", "user"]) == 0
+    assert main(["data", "split", str(out), "--test-size", "2", "--by", "user", "--in-place"]) == 0
     assert {r.split for r in load_dataset(out)} == {"train", "test"}
     # images are still URLs: validate says so, export refuses with a clear message
     assert main(["data", "validate", str(out), "--no-images"]) == 1

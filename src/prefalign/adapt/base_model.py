@@ -1,4 +1,5 @@
-"""Loading a Stable Diffusion 1.x base (a diffusers directory or hub id) with clear errors,
+"""Loading a Stable Diffusion 1.x base (a diffusers directory, a hub id, or a single
+``.safetensors``/``.ckpt`` checkpoint as AUTOMATIC1111 and ComfyUI keep them) with clear errors,
 and the pieces of the diffusion forward pass the trainers and generation share.
 """
 
@@ -29,16 +30,31 @@ ARCHITECTURE_KEYS = (
 )
 
 
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+# dtype names of --dtype -> torch dtypes (fp32 is diffusers' default when loading)
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def is_single_file(base: str | Path) -> bool:
+    """Whether ``base`` names one checkpoint file (``.safetensors``/``.ckpt``) rather than a directory."""
+    return Path(base).suffix.lower() in SINGLE_FILE_SUFFIXES and not Path(base).is_dir()
+
+
 def check_base(base: str | Path) -> str:
     """Return ``base`` as a string after checking a local directory has every component.
 
     A string that is not an existing path is taken as a hub id and left to diffusers (which
-    honours HF_HUB_OFFLINE).
+    honours HF_HUB_OFFLINE). A ``.safetensors``/``.ckpt`` file is a single-file checkpoint.
 
     Raises:
-        AdaptError: a local directory without ``model_index.json`` or without some components.
+        AdaptError: a local directory without ``model_index.json`` or without some components,
+            or a single-file checkpoint that does not exist.
     """
     path = Path(base)
+    if is_single_file(base):
+        if not path.is_file():
+            raise AdaptError(f"{base}: no such checkpoint file")
+        return str(path)
     if not path.exists():
         if str(base).count("/") == 1 and not str(base).startswith((".", "/")):
             return str(base)  # a hub id such as runwayml/stable-diffusion-v1-5
@@ -83,6 +99,12 @@ def load_components(base: str | Path) -> SDComponents:
     from transformers import CLIPTextModel, CLIPTokenizer
 
     source = check_base(base)
+    if is_single_file(source):
+        pipe = load_pipeline(source)
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            module.requires_grad_(False).eval()
+        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        return SDComponents(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler)
     try:
         unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
         vae = AutoencoderKL.from_pretrained(source, subfolder="vae")
@@ -96,22 +118,48 @@ def load_components(base: str | Path) -> SDComponents:
     return SDComponents(unet, vae, text_encoder, tokenizer, noise_scheduler)
 
 
-def load_pipeline(base: str | Path, *, scheduler: str = "pndm", device: str = "cpu"):
-    """A ``StableDiffusionPipeline`` without safety checker, with the named sampler."""
+def load_pipeline(base: str | Path, *, scheduler: str = "pndm", device: str = "cpu", dtype: str = "fp32"):
+    """A ``StableDiffusionPipeline`` without safety checker, with the named sampler.
+
+    Args:
+        base: a diffusers directory, a hub id, or a single ``.safetensors``/``.ckpt`` checkpoint
+            (diffusers' ``from_single_file``; it takes the component configs of the detected model
+            type from the hub or the local cache).
+        scheduler: pndm, ddim or dpm.
+        device: where to put the pipeline.
+        dtype: fp32, fp16 or bf16 weights (fp16 needs a GPU).
+
+    Raises:
+        AdaptError: bad scheduler or dtype, or a base that cannot be loaded (one line, naming it).
+    """
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler, StableDiffusionPipeline
     from diffusers.utils import logging as dlogging
 
     schedulers = {"pndm": PNDMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
     if scheduler not in schedulers:
         raise AdaptError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(schedulers)}")
+    if dtype not in DTYPES:
+        raise AdaptError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if dtype == "fp16" and not str(device).startswith("cuda"):
+        raise AdaptError(f"fp16 needs a GPU (device is {device}); use bf16 or fp32 on a CPU")
     source = check_base(base)
     dlogging.disable_progress_bar()
+    kwargs = {"safety_checker": None, "requires_safety_checker": False, "dtype": DTYPES[dtype]}
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            source, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-        )
-    except (OSError, ValueError) as exc:
-        raise AdaptError(f"{base}: cannot load the Stable Diffusion pipeline ({first_line(exc)})") from None
+        if is_single_file(source):
+            pipe = StableDiffusionPipeline.from_single_file(source, **kwargs)
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(source, feature_extractor=None, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        hint = ""
+        if is_single_file(source):
+            hint = (
+                "; a single-file checkpoint takes its component configs from the hub or the local "
+                "cache: run once online, or convert it to a diffusers directory"
+            )
+        raise AdaptError(
+            f"{base}: cannot load the Stable Diffusion pipeline ({first_line(exc)[:300]}){hint}"
+        ) from None
     pipe.scheduler = schedulers[scheduler].from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

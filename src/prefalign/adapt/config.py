@@ -36,7 +36,11 @@ class DiffusionTrainingConfig:
     data: str = field(
         metadata={"help": "image-caption dataset: each image is a training pair with its record's prompt"}
     )
-    base: str = field(metadata={"help": "Stable Diffusion 1.x diffusers directory (or hub id)"})
+    base: str = field(
+        metadata={
+            "help": "Stable Diffusion 1.x: a diffusers directory, a hub id, or one .safetensors/.ckpt file"
+        }
+    )
     out: str = field(metadata={"help": "output directory: adapter (or UNet), checkpoints/, train_log.jsonl"})
     steps: int = field(default=10_000, metadata={"help": "optimizer steps"})
     batch_size: int = field(

@@ -41,6 +41,9 @@ class GenerationSettings:
         negative_prompt: None to use the adapter's identifier (if it was trained with one), ""
             for none, or any text.
         batch_size: images per UNet pass.
+        dtype: weights' precision: fp32 (diffusers' default), bf16, or fp16 (GPU only).
+        lora_scale: how strongly the adapter applies (1.0: as trained, 0.0: the base; the
+            ``scale`` diffusers passes in ``cross_attention_kwargs``).
     """
 
     steps: int = DEFAULT_STEPS
@@ -50,6 +53,8 @@ class GenerationSettings:
     width: int | None = None
     negative_prompt: str | None = None
     batch_size: int = 4
+    dtype: str = "fp32"
+    lora_scale: float = 1.0
 
 
 @dataclass
@@ -104,6 +109,7 @@ def generate(
     reward: RewardFn | None = None,
     model_name: str | None = None,
     device: str = "cpu",
+    progress: bool = False,
 ) -> GenerationReport:
     """Generate one image per (prompt, seed) — or the best ``keep`` of ``best_of`` — into a dataset.
 
@@ -125,6 +131,7 @@ def generate(
         model_name: what ``meta["model"]`` says (default: the base, plus ``+lora`` name).
         device: where to run. Under ``accelerate launch`` or ``torchrun`` the (prompt, seed) jobs
             are split across processes, each on its own GPU, and the records gathered in order.
+        progress: show a progress bar of the (prompt, seed) jobs on stderr (first process only).
 
     Returns:
         The report; each record's meta holds ``seed``, ``model``, ``base``, ``lora``,
@@ -148,7 +155,9 @@ def generate(
 
     if process_group()[1] > 1 and str(device).startswith("cuda"):
         device = f"cuda:{torch.cuda.current_device()}"  # the launcher gave each process its GPU
-    pipe = load_pipeline(base, scheduler=settings.scheduler, device=device)
+    if settings.lora_scale != 1.0 and lora is None:
+        raise AdaptError("--lora-scale needs --lora")
+    pipe = load_pipeline(base, scheduler=settings.scheduler, device=device, dtype=settings.dtype)
     info: dict[str, Any] = {}
     if lora is not None:
         info = load_adapter(pipe, lora, lora_weight_name)
@@ -167,7 +176,12 @@ def generate(
         "base": str(base),
         "lora": None if lora is None else str(lora),
         "negative_prompt": negative,
-        **{k: v for k, v in asdict(settings).items() if k not in ("negative_prompt", "batch_size")},
+        **{
+            k: v
+            for k, v in asdict(settings).items()
+            if k not in ("negative_prompt", "batch_size", "lora_scale")
+        },
+        "lora_scale": None if lora is None else settings.lora_scale,
         "height": height,
         "width": width,
     }
@@ -181,7 +195,13 @@ def generate(
     per = -(-len(jobs) // world)
     records: list[Record] = []
     candidates = 0
-    for pi, prompt, group_seed in jobs[rank * per : (rank + 1) * per]:
+    from tqdm.auto import tqdm
+
+    mine = jobs[rank * per : (rank + 1) * per]
+    bar = tqdm(mine, desc="generate", unit="image", disable=not progress or rank != 0, dynamic_ncols=True)
+    if best_of > 1:
+        bar.unit = f"×{best_of}"
+    for pi, prompt, group_seed in bar:
         cand_seeds = candidate_seeds(group_seed, best_of)
         images = _sample(pipe, prompt, negative, cand_seeds, settings, height, width)
         candidates += len(images)
@@ -247,6 +267,7 @@ def _sample(pipe, prompt, negative, seeds, settings, height, width) -> list:
             height=height,
             width=width,
             generator=generators,
+            cross_attention_kwargs={"scale": settings.lora_scale} if settings.lora_scale != 1.0 else None,
         )
         images.extend(result.images)
     return images

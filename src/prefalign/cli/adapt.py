@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_select(adapt_sub)
     _register_train_lora(adapt_sub)
     _register_train_rwr(adapt_sub)
+    from prefalign.cli.export_lora import register_export_lora
+
+    register_export_lora(adapt_sub)
 
 
 # ---------------------------------------------------------------------- select

@@ -187,19 +187,25 @@ def _register_import(sub: argparse._SubParsersAction) -> None:
         "               identical-image rows skipped and counted\n"
         "  imagereward  ImageRewardDB (metadata-<split>.parquet or <split>_<k>.json, one row per image,\n"
         "               grouped by prompt_id) or the ImageReward repo's JSON with generations and rankings\n"
-        "  diffusiondb  metadata.parquet + part-NNNNNN/ (unlabelled, one record per prompt)",
-        epilog="example:\n  prefalign data import hpd-v1 ~/HPD --out hpd-v1",
+        "  diffusiondb  metadata.parquet + part-NNNNNN/ (unlabelled, one record per prompt)\n"
+        "  table        your own CSV / TSV / JSONL / Parquet: one row per record. With no flags:\n"
+        "               prompt,image_a,image_b,winner (winner: a/b, 0/1, the column name, the image\n"
+        "               path, or tie) or prompt,image,rating. Image paths relative to the file or\n"
+        "               absolute; images are copied (--link: hard-linked) into DIR/images/. Every bad\n"
+        "               row is named with its line number and nothing is written (--skip-bad-rows)",
+        epilog="examples:\n  prefalign data import hpd-v1 ~/HPD --out hpd-v1\n"
+        "  prefalign data import table choices.csv --out mine\n"
+        "  prefalign data import table votes.jsonl --out mine --images-col files --chosen-col pick",
         formatter_class=_RAW,
     )
-    p.add_argument(
-        "format", choices=sorted(IMPORT_FORMATS), metavar="FORMAT", help=", ".join(sorted(IMPORT_FORMATS))
-    )
-    p.add_argument("src", metavar="SRC", help="the set's directory (or one of its files)")
+    formats = sorted([*IMPORT_FORMATS, "table"])
+    p.add_argument("format", choices=formats, metavar="FORMAT", help=", ".join(formats))
+    p.add_argument("src", metavar="SRC", help="the set's directory (or one of its files; table: the file)")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="dataset directory to write")
     p.add_argument(
         "--images",
         choices=IMAGE_MODES,
-        default="link",
+        default=None,
         help="how images get into DIR: link (hard link, else copy; default), copy, symlink, "
         "or reference (keep absolute paths to SRC)",
     )
@@ -215,17 +221,102 @@ def _register_import(sub: argparse._SubParsersAction) -> None:
         help="pickapic: keep are_different = False rows, the same image twice (default: skip and count, "
         "ours: no preference can exist between an image and itself)",
     )
+    t = p.add_argument_group("table (defaults: the common column names, see above; all ours)")
+    t.add_argument("--prompt-col", metavar="COL", help="the prompt (default: prompt, caption or text)")
+    t.add_argument(
+        "--image-cols",
+        metavar="A,B,...",
+        help="one column per image (default: image_a, image_b, ... or image)",
+    )
+    t.add_argument(
+        "--images-col", metavar="COL", help="one column holding a list of images (JSON list or a|b)"
+    )
+    t.add_argument(
+        "--chosen-col",
+        metavar="COL",
+        help="the chosen image: letter, 0-based index, column name, image path or tie (default: winner, chosen, ...)",
+    )
+    t.add_argument("--ranks-col", metavar="COL", help="a list of ranks, lower is better (default: ranks)")
+    t.add_argument(
+        "--rating-col", metavar="COL", help="the rating (a list with several images; default: rating)"
+    )
+    t.add_argument("--user-col", metavar="COL", help="who chose (default: user, user_id or annotator)")
+    t.add_argument("--split-col", metavar="COL", help="train / validation / test (default: split)")
+    t.add_argument("--link", action="store_true", help="hard-link the images instead of copying them")
+    t.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="import the good rows and name the bad ones (default: refuse)",
+    )
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace a dataset already in DIR (default: refuse)"
+    )
     p.set_defaults(func=run_import)
+
+
+def run_table_import(args: argparse.Namespace) -> int:
+    from prefalign.data.importers.table import import_table
+    from prefalign.errors import PrefalignError
+
+    if args.images is not None:
+        raise PrefalignError(
+            "table: images are copied, or hard-linked with --link; --images is for public sets"
+        )
+    report, bad = import_table(
+        args.src,
+        args.out,
+        link=args.link,
+        skip_bad_rows=args.skip_bad_rows,
+        overwrite=args.overwrite,
+        prompt_col=args.prompt_col,
+        image_cols=[c.strip() for c in args.image_cols.split(",")] if args.image_cols else None,
+        images_col=args.images_col,
+        chosen_col=args.chosen_col,
+        ranks_col=args.ranks_col,
+        rating_col=args.rating_col,
+        user_col=args.user_col,
+        split_col=args.split_col,
+    )
+    print(f"{report.records:,} records, {report.images:,} images -> {args.out}")
+    if bad:
+        print(f"skipped {len(bad):,} bad row(s):", file=sys.stderr)
+        for line in bad:
+            print(f"  {args.src}: {line}", file=sys.stderr)
+    return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
     from prefalign.data.importers import import_dataset
 
+    if args.format == "table":
+        return run_table_import(args)
+    table_flags = [
+        k
+        for k in (
+            "prompt_col",
+            "image_cols",
+            "images_col",
+            "chosen_col",
+            "ranks_col",
+            "rating_col",
+            "user_col",
+            "split_col",
+            "link",
+            "skip_bad_rows",
+            "overwrite",
+        )
+        if getattr(args, k)
+    ]
+    if table_flags:
+        from prefalign.errors import PrefalignError
+
+        flags = ", ".join("--" + k.replace("_", "-") for k in table_flags)
+        raise PrefalignError(f"{flags}: only for `data import table`; {args.format} has its own layout")
     report = import_dataset(
         args.format,
         args.src,
         args.out,
-        images=args.images,
+        images=args.images or "link",
         keep_unlabeled=args.keep_unlabeled,
         keep_identical=args.keep_identical,
     )
@@ -276,10 +367,11 @@ def _register_split(sub: argparse._SubParsersAction) -> None:
         description="Set each record's split to train or test, deterministically (the same seed gives "
         "the same split on any machine). Whole groups - all records of a prompt, or of a user - go to "
         "one side, so none appears on both.",
-        epilog="example:\n  prefalign data split choices --test-size 1000 --by user --seed 0",
+        epilog="examples:\n  prefalign data split choices --test-size 1000 --by user --seed 0 --out choices-split\n"
+        "  prefalign data split choices --test-size 0.1 --in-place",
         formatter_class=_RAW,
     )
-    p.add_argument("dataset", metavar="DIR", help="dataset directory (rewritten in place unless --out)")
+    p.add_argument("dataset", metavar="DIR", help="dataset directory (left as it is unless --in-place)")
     p.add_argument(
         "--test-size",
         type=float,
@@ -295,13 +387,27 @@ def _register_split(sub: argparse._SubParsersAction) -> None:
         "records have no user",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
-    p.add_argument("--out", "-o", metavar="DIR", help="write the split dataset here instead")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--out", "-o", metavar="OUT", help="write the split dataset here (its images are referenced)"
+    )
+    where.add_argument("--in-place", action="store_true", help="rewrite DIR's records.parquet instead")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a dataset already in OUT (default: refuse)"
+    )
     p.set_defaults(func=run_split)
 
 
 def run_split(args: argparse.Namespace) -> int:
-    from prefalign.data.split import split_dataset
+    from pathlib import Path
 
+    from prefalign.data.split import split_dataset
+    from prefalign.errors import PrefalignError
+
+    if args.out and Path(args.out).resolve() == Path(args.dataset).resolve():
+        raise PrefalignError(f"--out {args.out} is the dataset itself; pass --in-place to rewrite it")
+    if args.out and (Path(args.out) / "records.parquet").exists() and not args.overwrite:
+        raise PrefalignError(f"{args.out}: already holds a dataset; pass --overwrite to replace it")
     counts = split_dataset(args.dataset, args.test_size, by=args.by, seed=args.seed, out=args.out)
     print(f"train: {counts['train']:,}, test: {counts['test']:,} (by {args.by}, seed {args.seed})")
     return 0

@@ -47,7 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out gen-best",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--base", required=True, help="Stable Diffusion 1.x diffusers directory (or hub id)")
+    p.add_argument(
+        "--base",
+        required=True,
+        help="Stable Diffusion 1.x: a diffusers directory, a hub id, or one .safetensors/.ckpt checkpoint "
+        "(AUTOMATIC1111/ComfyUI style, loaded with diffusers' from_single_file)",
+    )
     p.add_argument(
         "--lora", help="LoRA adapter: a directory (diffusers format) or a weights file (.safetensors)"
     )
@@ -93,6 +98,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--scorer-precision", choices=PRECISION_CHOICES, default="auto", help="of --scorer: " + PRECISION_HELP
     )
     p.add_argument("--model-name", help="what meta.model says (default: base[+adapter])")
+    p.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="weights' precision (default fp32, diffusers' default; fp16 needs a GPU)",
+    )
+    p.add_argument(
+        "--lora-scale",
+        type=float,
+        default=1.0,
+        help="strength of --lora: 1 as trained (default, diffusers'), 0 the base, in between a blend",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
@@ -128,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         width=args.width,
         negative_prompt=args.negative_prompt,
         batch_size=args.batch_size,
+        dtype=args.dtype,
+        lora_scale=args.lora_scale,
     )
     report = generate(
         args.base,
@@ -142,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         reward=reward,
         model_name=args.model_name,
         device=device,
+        progress=not args.no_progress,
     )
     negative = f" (negative prompt {report.negative_prompt!r})" if report.negative_prompt else ""
     print(

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "prefalign.cli.adapt",
     "prefalign.cli.generate",
     "prefalign.cli.benchmark",
+    "prefalign.cli.push",
 )
 
 
@@ -51,11 +52,30 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name == name:  # a command group not written yet
                 continue
             raise
-        module.register(sub)
+        try:
+            module.register(sub)
+        except ModuleNotFoundError as exc:  # a group whose options need an extra: listed, not usable
+            from prefalign.extras import missing_extra
+
+            if missing_extra(exc) is None:
+                raise
+            _register_missing(sub, name, missing_extra(exc) or "")
     from prefalign.cli.options import refuse_repeated_options
 
     refuse_repeated_options(parser)  # `--model A --model B` never silently keeps only B
     return parser
+
+
+def _register_missing(sub: argparse._SubParsersAction, module: str, reason: str) -> None:
+    """A command group whose optional library is absent: it says which extra to install."""
+    name = module.rsplit(".", 1)[-1]
+    p = sub.add_parser(name, help=f"(needs an extra) {reason}", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(_args: argparse.Namespace) -> int:
+        raise CommandError(reason)
+
+    p.set_defaults(func=run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     except PrefalignError as exc:
         print(f"prefalign {args.command}: error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 2))  # 1: nothing evaluated (evaluate.errors)
+    except ModuleNotFoundError as exc:  # an optional library: one line naming the extra
+        from prefalign.extras import missing_extra
+
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        print(f"prefalign {args.command}: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"prefalign {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -53,6 +53,15 @@ CONVERTED_MODELS: dict[str, tuple[str, str]] = {
 }
 
 
+# Where each converted name's release file is published (docs/models.md has the details).
+RELEASES: dict[str, str] = {
+    "hps-v1": "the Google Drive link in the README of github.com/tgxs002/align_sd",
+    "hps-v2": "huggingface.co/xswu/HPSv2",
+    "hps-v2.1": "huggingface.co/xswu/HPSv2",
+    "aesthetic": "github.com/christophschuhmann/improved-aesthetic-predictor",
+}
+
+
 def prefalign_home() -> Path:
     """Where named converted models live: ``$PREFALIGN_HOME`` or ``~/.cache/prefalign``."""
     return Path(os.environ.get("PREFALIGN_HOME", Path.home() / ".cache" / "prefalign"))
@@ -118,16 +127,21 @@ def load_scorer(
 
     path = Path(target).expanduser()
     hub_defaults: tuple[str, str] | None = None
+    known = target
     if not path.exists():
         if target in CONVERTED_MODELS:
             path = prefalign_home() / "models" / target
             if not path.exists():
                 release, family = CONVERTED_MODELS[target]
                 raise ScorerLoadError(
-                    f"{target}: not converted yet ({path} does not exist). Convert the release with "
+                    f"{target}: not converted yet ({path} does not exist). Download {release} "
+                    f"({RELEASES.get(target, 'see docs/models.md')}) and convert it: "
                     f"`prefalign convert --from {family} {release} --out {path}`"
+                    + ("" if target == "aesthetic" else " --tokenizer TOKENIZER_DIR when offline")
+                    + " (docs/models.md)"
                 )
         elif target in HUB_MODELS:
+            known = target
             target, kind, mode = HUB_MODELS[target]
             hub_defaults = (kind, mode)
         elif target.startswith((".", "/", "~")) or target.count("/") != 1:
@@ -142,7 +156,18 @@ def load_scorer(
 
     source = str(path) if path.exists() else target
     spec = _read_spec(path) if path.exists() else None
-    model, tok = _load_clip(source, tokenizer=tokenizer or HUB_TOKENIZERS.get(source))
+    try:
+        model, tok = _load_clip(source, tokenizer=tokenizer or HUB_TOKENIZERS.get(source))
+    except ScorerLoadError as exc:
+        if hub_defaults is None:
+            raise
+        # a known hub name that is neither cached nor reachable (offline): say where to get it
+        raise ScorerLoadError(
+            f"{known}: {source} is not in the Hugging Face cache and cannot be downloaded here "
+            f"({str(exc).partition('(')[2].rstrip(')')[:200] or 'offline'}). Where there is network: "
+            f"`hf download {source} --local-dir models/{known}`, copy models/{known} here, then "
+            f"`prefalign score --model models/{known} ...` (docs/models.md)"
+        ) from None
     kind_source = f"{SPEC_FILE}"
     if spec is None:
         spec, kind_source = _default_spec(source, model, hub_defaults, warn=not kind_override)
