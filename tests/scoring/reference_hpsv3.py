@@ -129,7 +129,7 @@ def input_ids(tokenizer, prompt: str, n_image_tokens: int) -> torch.Tensor:
     text = text.replace("<|image_pad|>", "<|placeholder|>" * n_image_tokens).replace(
         "<|placeholder|>", "<|image_pad|>"
     )
-    return tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    return tokenizer(text, return_tensors="pt")["input_ids"]
 
 
 def rm_head(state: dict[str, torch.Tensor]) -> nn.Sequential:

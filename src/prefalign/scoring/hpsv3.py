@@ -91,8 +91,8 @@ FACTOR = PATCH * MERGE
 MODEL_DIR = "qwen2vl"
 HEAD_TYPE = "hpsv3-rm-head"
 SLOW_REASON = (
-    "HPSv3 is Qwen2-VL-7B (8.3 billion parameters, ~2,000 tokens per image): on a CPU one image "
-    "takes minutes and ~33 GB of memory in fp32; run it on a GPU (bf16, as the authors do), or "
+    "HPSv3 is Qwen2-VL-7B (8.3 billion parameters, ~1,000 tokens per image): on a CPU it needs "
+    "~33 GB of memory in fp32 and, by estimate, minutes per image; run it on a GPU (bf16, as the authors do), or "
     "pass --allow-slow (allow_slow=True) to run on the CPU anyway"
 )
 
@@ -188,7 +188,8 @@ class HPSv3Scorer(JointScorer):
     def input_ids(self, prompt: str, image_tokens: int) -> torch.Tensor:
         """``(1, L)`` token ids of the chat text with ``image_tokens`` image placeholders."""
         text = CHAT.format(image=IMAGE_PAD * image_tokens, text=hpsv3_text(prompt))
-        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        # The tokenizer's default call, as Qwen2VLProcessor makes it (Qwen2's adds no BOS/EOS).
+        ids = self.tokenizer(text, return_tensors="pt")["input_ids"]
         if int((ids == self.reward_id).sum()) != 1 or int((ids == self.image_id).sum()) != image_tokens:
             raise ValueError("the tokenizer does not keep <|Reward|> / <|image_pad|> as single tokens")
         return ids
