@@ -172,3 +172,20 @@ def test_real_weights(tmp_path):
     out = convert_checkpoint("hpsv3", src, tmp_path / "hpsv3", base=base)
     scorer = load_scorer(out, device="cuda", precision="bf16")
     assert scorer.head.layers[0].in_features == 3584
+
+
+def test_transformers5_key_layout_converts_the_same(release, scorer, tmp_path):
+    """A checkpoint re-saved under transformers >= 4.52 (``model.visual.*``,
+    ``model.language_model.*``) converts to the same scorer as the release's 4.45 layout."""
+    from safetensors.torch import load_file, save_file
+
+    from prefalign.scoring.hpsv3 import _rename
+
+    _, ckpt, base = release
+    state = {_rename(k): v for k, v in load_file(str(ckpt)).items()}
+    assert any(k.startswith("model.language_model.") for k in state)
+    save_file(state, str(tmp_path / "new.safetensors"))
+    out = convert_checkpoint("hpsv3", tmp_path / "new.safetensors", tmp_path / "o", base=base)
+    image = _images()[2]
+    again = load_scorer(out, device="cpu", allow_slow=True).score([image], PROMPTS[0])
+    torch.testing.assert_close(again, scorer.score([image], PROMPTS[0]), rtol=0, atol=0)

@@ -276,6 +276,7 @@ class HPSv3Scorer(JointScorer):
 
 
 # ------------------------------------------------------------------ conversion
+EMBED_KEY = "model.language_model.embed_tokens.weight"  # after _rename
 _HEAD_KEYS = re.compile(r"^rm_head\.(\d+)\.(weight|bias)$")
 
 
@@ -290,8 +291,8 @@ def _rename(key: str) -> str | None:
 
 def qwen2vl_config_from_state_dict(state: dict[str, torch.Tensor], src: Path, base_config: dict) -> dict:
     """The base Qwen2-VL config (``config.json`` of Qwen2-VL-7B-Instruct) with the vocabulary
-    resized to the checkpoint's embedding rows; shapes are checked against the checkpoint."""
-    emb = state.get("model.embed_tokens.weight")
+    resized to the checkpoint's embedding rows; ``state`` has transformers 5 keys (``_rename``)."""
+    emb = state.get(EMBED_KEY)
     if emb is None:
         raise _conversion_error(f"{src}: not the HPSv3 layout: missing key 'model.embed_tokens.weight'")
     cfg = dict(base_config)
@@ -350,19 +351,20 @@ def convert_hpsv3(
             f"{src}: not the HPSv3 layout: expected rm_head.{{0,3,5}}.{{weight,bias}}, found "
             f"{sorted(head_state) or 'none'}"
         )
+    state = {_rename(k): v for k, v in state.items()}
     config = qwen2vl_config_from_state_dict(state, Path(src), json.loads((base / "config.json").read_text()))
     try:
         tok = AutoTokenizer.from_pretrained(str(tokenizer or base))
     except Exception as exc:
         raise _conversion_error(f"{tokenizer or base}: cannot load the tokenizer: {first_line(exc)}") from exc
     tok.add_special_tokens({"additional_special_tokens": [REWARD_TOKEN]})
-    rows = state["model.embed_tokens.weight"].shape[0]
+    rows = state[EMBED_KEY].shape[0]
     if len(tok) != rows:
         raise _conversion_error(
             f"{src}: the tokenizer has {len(tok)} entries with {REWARD_TOKEN} but the checkpoint has {rows} "
             "embedding rows; give --tokenizer Qwen2-VL-7B-Instruct's tokenizer"
         )
-    renamed = {_rename(k): v for k, v in state.items()}
+    renamed = state
     hf_config = Qwen2VLConfig(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")})
     with torch.device("meta"):
         model = Qwen2VLForConditionalGeneration(hf_config)
