@@ -44,6 +44,12 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
         "--batch-size", type=int, default=4, help="images per forward pass (default 4: best on 2 cores)"
     )
     p.add_argument(
+        "--allow-slow",
+        action="store_true",
+        help="run a GPU-only scorer on the CPU anyway (HPSv3 is a 7B model: minutes and ~33 GB per image "
+        "on a CPU; without this flag it refuses)",
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the image tower with inductor freezing (faster on some CPUs, not all: measure "

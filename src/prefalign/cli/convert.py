@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  pickscore     a HF CLIP directory or hub id scored as logit_scale.exp()*cos\n"
         "  hf-clip       a HF CLIP directory or hub id scored as cos\n"
         "  imagereward   THUDM ImageReward.pt (BLIP + MLP, standardised reward); --tokenizer: bert-base-uncased\n"
-        "  mps           Kwai-Kolors MPS_overall_checkpoint.pth (pickled module, read restricted); CLIP-H tokenizer\n\n"
+        "  mps           Kwai-Kolors MPS_overall_checkpoint.pth (pickled module, read restricted); CLIP-H tokenizer\n"
+        "  hpsv3         MizzenAI HPSv3.safetensors (Qwen2-VL-7B reward model); --base: Qwen2-VL-7B-Instruct dir\n\n"
         "examples:\n"
         "  prefalign convert --from hps-v2 HPS_v2_compressed.pt --out models/hps-v2 \\\n"
         "      --tokenizer ./clip-tokenizer   # a dir with vocab.json + merges.txt when offline\n"
@@ -41,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "default: the family's usual hub tokenizer",
     )
     p.add_argument(
-        "--base", help="for aesthetic: the CLIP ViT-L/14 model directory or hub id the MLP sits on"
+        "--base",
+        help="for aesthetic: the CLIP ViT-L/14 model directory or hub id the MLP sits on; for hpsv3: the "
+        "Qwen2-VL-7B-Instruct directory (config.json + tokenizer; HPSv3's base model)",
     )
     p.add_argument(
         "--vision-heads",

@@ -38,5 +38,6 @@ def run(args: argparse.Namespace) -> int:
         for key, value in row.to_dict().items():
             if key != "family":
                 print(f"  {key + ':':16}{value}")
-    print("not yet: " + "; ".join(NOT_YET.values()))
+    if NOT_YET:
+        print("not yet: " + "; ".join(NOT_YET.values()))
     return 0

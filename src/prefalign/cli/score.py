@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         compile=args.compile,
         kind=args.kind,
         tokenizer=args.tokenizer,
+        allow_slow=args.allow_slow,
     )
     print(describe_scorer(scorer), file=sys.stderr)
     if scorer.uses_text and args.prompt is not None and not args.prompt.strip():

@@ -10,10 +10,11 @@ SCORE_KINDS: dict[str, str] = {
     "reward": "sigmoid(MLP([i; t])) in (0, 1)  (Lee et al. reward model)",
     "imagereward": "(MLP(BLIP text [CLS] attending to the image) - 0.1672) / 1.0333  (ImageReward)",
     "mps": "logit_scale.exp() * cos(t, condition-masked cross-attention of image tokens)  (MPS)",
+    "hpsv3": "mu of the (mu, sigma) head on Qwen2-VL's <|Reward|> token  (HPSv3)",
 }
 # Kinds scored by one network over image and prompt together (scoring/joint.py), not from CLIP
 # embeddings: their directories hold their own model, loaded by scoring/joint_load.py.
-JOINT_KINDS = frozenset({"imagereward", "mps"})
+JOINT_KINDS = frozenset({"imagereward", "mps", "hpsv3"})
 TEXT_FREE_KINDS = frozenset({"aesthetic"})
 # Kinds whose score comes from a head saved beside the CLIP weights (HEAD_FILE).
 HEAD_KINDS = frozenset({"aesthetic", "reward"})
@@ -33,6 +34,7 @@ FAMILIES: dict[str, tuple[str, str, str, str, str]] = {
     "hf-clip": ("hf", "clip", "center-crop", "", ""),
     "imagereward": ("imagereward", "imagereward", "center-crop", "gelu", "bert-base-uncased"),
     "mps": ("mps", "mps", "center-crop", "gelu", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
+    "hpsv3": ("hpsv3", "hpsv3", "pad", "", ""),
 }
 
 # Precisions a scorer runs in (prefalign.scoring.precision chooses for "auto"), and their --help.

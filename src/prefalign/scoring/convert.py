@@ -413,6 +413,17 @@ def convert_checkpoint(
             provenance=provenance,
             overwrite=overwrite,
         )
+    if layout == "hpsv3":
+        from prefalign.scoring.hpsv3 import convert_hpsv3
+
+        if base is None:
+            raise ConversionError(
+                "--from hpsv3 needs --base: the Qwen2-VL-7B-Instruct directory (config, tokenizer); "
+                "the release holds weights only"
+            )
+        return convert_hpsv3(
+            Path(src), out, base=base, tokenizer=tokenizer, provenance=provenance, overwrite=overwrite
+        )
     if layout == "mps":
         from prefalign.scoring.mps import convert_mps
 

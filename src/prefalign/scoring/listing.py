@@ -94,6 +94,17 @@ FAMILY_TABLE: tuple[ScorerFamily, ...] = (
         "Kwai-Kolors/MPS (Zhang et al., CVPR 2024)",
     ),
     ScorerFamily(
+        "hpsv3",
+        "hpsv3",
+        "mu of the (mu, sigma) head at <|Reward|> (uncertainty-aware ranking; higher = preferred); "
+        "score_with_variance gives sigma",
+        "qwen_vl_utils smart_resize to a 256*28*28-pixel budget (PIL bicubic), CLIP mean/std, Qwen2-VL "
+        "patches; the authors' instruction template; GPU only unless --allow-slow",
+        "convert --from hpsv3 HPSv3.safetensors --base Qwen2-VL-7B-Instruct",
+        "yes: score_pixels, 0 (bit-identical) from the file path on CPU fp32 (tiny model)",
+        "MizzenAI/HPSv3 (Ma et al., ICCV 2025)",
+    ),
+    ScorerFamily(
         "reward (trained here)",
         "reward",
         "sigmoid(MLP([image; prompt])) in (0, 1) (Lee et al.)",
@@ -104,6 +115,4 @@ FAMILY_TABLE: tuple[ScorerFamily, ...] = (
     ),
 )
 
-NOT_YET = {
-    "hpsv3": "HPSv3 (MizzenAI/HPSv3, ICCV 2025): not converted yet",
-}
+NOT_YET: dict[str, str] = {}

@@ -50,6 +50,7 @@ CONVERTED_MODELS: dict[str, tuple[str, str]] = {
     "aesthetic": ("sac+logos+ava1-l14-linearMSE.pth", "aesthetic --base openai/clip-vit-large-patch14"),
     "imagereward": ("ImageReward.pt", "imagereward --tokenizer bert-base-uncased"),
     "mps": ("MPS_overall_checkpoint.pth", "mps --tokenizer laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
+    "hpsv3": ("HPSv3.safetensors", "hpsv3 --base Qwen2-VL-7B-Instruct"),
 }
 
 
@@ -90,6 +91,7 @@ def load_scorer(
     compile: bool = False,
     kind: str | None = None,
     tokenizer: str | os.PathLike | None = None,
+    allow_slow: bool = False,
 ) -> Scorer:
     """Load a scorer by model directory, hub id or known name (see the module docstring).
 
@@ -107,6 +109,7 @@ def load_scorer(
             other GPUs, else fp32; see ``prefalign.scoring.precision``), ``"fp32"``, ``"bf16"``,
             ``"fp16"`` or ``"int8"`` (torchao).
         compile: compile the image tower (``torch.compile`` + inductor freezing).
+        allow_slow: run a GPU-only scorer (HPSv3, a 7B model) on the CPU instead of refusing.
 
     Raises:
         ScorerLoadError: nothing of that name, or a directory that is not a CLIP model.
@@ -149,7 +152,11 @@ def load_scorer(
 
     if kind_override is None and (path / SPEC_FILE).is_file():
         joint = _joint_scorer(
-            path, device=resolve_device(device), precision=precision, name=str(name_or_path)
+            path,
+            device=resolve_device(device),
+            precision=precision,
+            name=str(name_or_path),
+            allow_slow=allow_slow,
         )
         if joint is not None:  # ImageReward, MPS...: not a CLIP directory
             return joint
