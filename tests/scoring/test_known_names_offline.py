@@ -29,4 +29,4 @@ def test_converted_names_say_which_release_and_which_command(name, monkeypatch, 
     release, family = CONVERTED_MODELS[name]
     assert RELEASES[name] in message and f"Download {release}" in message
     assert f"prefalign convert --from {family} {release} --out {tmp_path / 'models' / name}" in message
-    assert ("--tokenizer" in message) == (name != "aesthetic")
+    assert ("--tokenizer" in message) == (name not in ("aesthetic", "hpsv3"))

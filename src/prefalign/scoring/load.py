@@ -60,7 +60,13 @@ RELEASES: dict[str, str] = {
     "hps-v2": "huggingface.co/xswu/HPSv2",
     "hps-v2.1": "huggingface.co/xswu/HPSv2",
     "aesthetic": "github.com/christophschuhmann/improved-aesthetic-predictor",
+    "imagereward": "huggingface.co/THUDM/ImageReward",
+    "mps": "the checkpoint link in the README of github.com/Kwai-Kolors/MPS",
+    "hpsv3": "huggingface.co/MizzenAI/HPSv3",
 }
+# Converted names whose family needs no separate tokenizer (the aesthetic head reads images only;
+# HPSv3 takes its tokenizer from --base) or names it already.
+_NO_TOKENIZER_HINT = ("aesthetic", "hpsv3")
 
 
 def prefalign_home() -> Path:
@@ -140,7 +146,11 @@ def load_scorer(
                     f"{target}: not converted yet ({path} does not exist). Download {release} "
                     f"({RELEASES.get(target, 'see docs/models.md')}) and convert it: "
                     f"`prefalign convert --from {family} {release} --out {path}`"
-                    + ("" if target == "aesthetic" else " --tokenizer TOKENIZER_DIR when offline")
+                    + (
+                        ""
+                        if target in _NO_TOKENIZER_HINT or "--tokenizer" in family
+                        else " --tokenizer TOKENIZER_DIR when offline"
+                    )
                     + " (docs/models.md)"
                 )
         elif target in HUB_MODELS:
