@@ -42,12 +42,11 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import func, select
+from sqlalchemy import Connection, Integer, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from prefalign.annotate.assign import DEFAULT_LEASE, Progress, next_assignment, open_assignment
+from prefalign.annotate.assign import DEFAULT_LEASE, Progress, Shown, next_assignment, open_assignment
 from prefalign.annotate.errors import AnnotateError, InvalidVote, NotAuthorized, NotFound
 from prefalign.annotate.guard import MAX_BODY_BYTES, BodyLimit, SameOrigin, origin_of
 from prefalign.annotate.models import Annotator, Assignment, Study, Task, Vote
@@ -184,19 +183,21 @@ def create_app(
     # (annotator, task) -> (images, shown order); least recently used entries dropped first.
     shown: OrderedDict[tuple[int, int], tuple[list[str], list[int]]] = OrderedDict()
 
-    def transaction(work: Callable[[Session, Study], T]) -> T:
+    # The request path runs Core statements on bare connections (no ORM session, no ORM
+    # objects): per request that is most of the Python work saved (issue 17).
+    def transaction(work: Callable[[Connection, Study], T]) -> T:
         for attempt in range(TRANSACTION_ATTEMPTS):
             try:
-                with store.transaction() as session:
-                    return work(session, study)
+                with store.write() as connection:
+                    return work(connection, study)
             except IntegrityError:
                 if attempt == TRANSACTION_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
 
-    def reading(work: Callable[[Session, Study], T]) -> T:
-        with store.read() as session:
-            return work(session, study)
+    def reading(work: Callable[[Connection, Study], T]) -> T:
+        with store.read_connection() as connection:
+            return work(connection, study)
 
     def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, template, context, status_code=status_code)
@@ -216,8 +217,12 @@ def create_app(
         with cache_lock:
             cached = holders.get(key)
         if cached is None or cached[0] < now:
-            with store.read() as session:
-                row = session.scalar(select(Annotator).where(Annotator.token_hash == key))
+            with store.read_connection() as connection:
+                row = connection.execute(
+                    select(Annotator.id, Annotator.name, Annotator.role, Annotator.study_id).where(
+                        Annotator.token_hash == key
+                    )
+                ).first()
             if row is None:
                 with cache_lock:
                     holders.pop(key, None)
@@ -226,6 +231,18 @@ def create_app(
             with cache_lock:
                 holders[key] = cached
         return cached[2] if cached[1] == study.id else None
+
+    def cached_holder(request: Request, role: str) -> Holder | None:
+        """The holder of the request's token when the cache vouches for it with ``role``, else
+        None (the caller then runs :func:`authenticate`). No I/O: safe on the event loop."""
+        token = _token(request)
+        if not token:
+            return None
+        with cache_lock:
+            cached = holders.get(hash_token(token))
+        if cached is None or cached[0] < time.monotonic() or cached[1] != study.id:
+            return None
+        return cached[2] if cached[2].role == role else None
 
     def authenticate(request: Request, role: str) -> Holder:
         token = _token(request)
@@ -245,35 +262,45 @@ def create_app(
         next_sweep[0] = now + sweep_interval.total_seconds()
         return True
 
-    def progress_of(session: Session, holder: Holder, has_open_task: bool) -> Progress:
+    # The three counts of an annotator's progress in one statement (one round trip), built
+    # once. Each count walks an index: the annotator's votes (ix_votes_annotator_id), the
+    # study's tasks with a free slot (a range of ix_tasks_next, index only: no table rows), and
+    # the annotator's assignments among those.
+    limit = study.annotators_per_task
+    annotator_param = bindparam("annotator", type_=Integer)
+    progress_query = select(
+        select(func.count()).select_from(Vote).where(Vote.annotator_id == annotator_param).scalar_subquery(),
+        select(func.count())
+        .select_from(Task)
+        .where(Task.study_id == study.id, Task.slots_used < limit)
+        .scalar_subquery(),
+        select(func.count())
+        .select_from(Assignment)
+        .join(Task, Task.id == Assignment.task_id)
+        .where(Assignment.annotator_id == annotator_param, Task.slots_used < limit)
+        .scalar_subquery(),
+    )
+
+    def progress_of(session: Connection, holder: Holder, has_open_task: bool) -> Progress:
         """Done so far, and done + current + still available to this annotator.
 
-        Still available = tasks with a free slot (an index range of ix_tasks_next) minus those
-        of them this annotator was shown; every count walks an index.
+        Still available = tasks with a free slot minus those of them this annotator was shown.
         """
-        limit = study.annotators_per_task
-        done = session.scalar(select(func.count()).select_from(Vote).where(Vote.annotator_id == holder.id))
-        with_free_slot = session.scalar(
-            select(func.count()).select_from(Task).where(Task.study_id == study.id, Task.slots_used < limit)
-        )
-        seen_with_free_slot = session.scalar(
-            select(func.count())
-            .select_from(Assignment)
-            .join(Task, Task.id == Assignment.task_id)
-            .where(Assignment.annotator_id == holder.id, Task.slots_used < limit)
-        )
+        done, with_free_slot, seen_with_free_slot = session.execute(
+            progress_query, {"annotator": holder.id}
+        ).one()
         available = max(0, (with_free_slot or 0) - (seen_with_free_slot or 0))
         return Progress(done=done or 0, total=(done or 0) + int(has_open_task) + available)
 
-    def shown_task(assignment: Assignment) -> dict[str, Any]:
-        task = assignment.task
+    def shown_task(holder: Holder, shown_now: Shown) -> dict[str, Any]:
+        task_id = shown_now.task_id
         return {
-            "id": task.id,
-            "prompt": task.prompt,
-            "images": [f"/image/{task.id}/{p}" for p in range(len(assignment.shown_order))],
+            "id": task_id,
+            "prompt": shown_now.prompt,
+            "images": [f"/image/{task_id}/{p}" for p in range(len(shown_now.shown_order))],
         }
 
-    def describe(session: Session, holder: Holder, task: dict[str, Any] | None) -> dict[str, Any]:
+    def describe(session: Connection, holder: Holder, task: dict[str, Any] | None) -> dict[str, Any]:
         done = progress_of(session, holder, has_open_task=task is not None)
         context: dict[str, Any] = {"study": study, "annotator": holder.name, "progress": done}
         if task is not None:
@@ -282,15 +309,14 @@ def create_app(
 
     def task_context(holder: Holder) -> dict[str, Any]:
         # Most requests find the task already on screen: a read. Only a new task is a write.
-        def look(session: Session, study: Study) -> dict[str, Any] | None:
+        def look(session: Connection, study: Study) -> dict[str, Any] | None:
             current = open_assignment(session, holder.id)
-            return None if current is None else describe(session, holder, shown_task(current))
+            return None if current is None else describe(session, holder, shown_task(holder, current))
 
-        def assign(session: Session, study: Study) -> dict[str, Any] | None:
-            assignment = next_assignment(session, study, holder.id, lease, release_expired=sweep_due())
-            return None if assignment is None else shown_task(assignment)
+        def assign(session: Connection, study: Study) -> Shown | None:
+            return next_assignment(session, study, holder.id, lease, release_expired=sweep_due())
 
-        def show(session: Session, study: Study) -> dict[str, Any]:
+        def show(session: Connection, study: Study) -> dict[str, Any]:
             return describe(session, holder, new)
 
         found = reading(look)
@@ -298,7 +324,8 @@ def create_app(
             return found
         # The write transaction holds SQLite's lock: it only claims the task; the page's
         # figures are read after it, without the lock.
-        new = transaction(assign)
+        claimed = transaction(assign)
+        new = None if claimed is None else shown_task(holder, claimed)
         return reading(show)
 
     @app.get("/healthz", include_in_schema=False)
@@ -355,7 +382,7 @@ def create_app(
     def vote(holder: Holder, task: object, answer: object) -> dict[str, Any]:
         task_id = parse_task_id(task)
 
-        def check(session: Session, study: Study) -> VotePlan | VoteResult:
+        def check(session: Connection, study: Study) -> VotePlan | VoteResult:
             return plan_vote(session, study, holder.id, task_id, answer)
 
         # Checked without the write lock; only the inserts and counter updates hold it. A
@@ -366,8 +393,8 @@ def create_app(
             if isinstance(plan, VoteResult):
                 return {"status": plan.status, "vote": plan.vote_id}
             try:
-                with store.transaction() as session:
-                    result = write_vote(session, plan)
+                with store.write() as connection:
+                    result = write_vote(connection, plan)
                 return {"status": result.status, "vote": result.vote_id}
             except IntegrityError:
                 if attempt == TRANSACTION_ATTEMPTS - 1:
@@ -380,7 +407,8 @@ def create_app(
         # Post/Redirect/Get: a reload of the next page never re-posts the vote.
         return RedirectResponse("/", status_code=303)
 
-    @app.get("/api/task")
+    # response_model=None: the dicts are returned as they are, not validated by a model.
+    @app.get("/api/task", response_model=None)
     def api_task(request: Request) -> dict[str, Any]:
         context = task_context(authenticate(request, "annotator"))
         done = context["progress"]
@@ -391,10 +419,13 @@ def create_app(
             "task": context.get("task"),
         }
 
-    @app.post("/api/vote")
+    @app.post("/api/vote", response_model=None)
     async def api_vote(request: Request) -> dict[str, Any]:
-        # The token first: nobody without one gets their body parsed.
-        holder = await run_in_threadpool(authenticate, request, "annotator")
+        # The token first: nobody without one gets their body parsed. A token the cache
+        # vouches for is checked here, on the event loop; only a miss costs a thread hop.
+        holder = cached_holder(request, "annotator") or await run_in_threadpool(
+            authenticate, request, "annotator"
+        )
         task, answer = parse_vote_body(await request.body())
         return await run_in_threadpool(vote, holder, task, answer)
 
@@ -406,16 +437,18 @@ def create_app(
         if known is not None:
             return known
 
-        def look(session: Session, study: Study) -> tuple[list[str], list[int]]:
-            task = session.get(Task, task_id)
+        def look(session: Connection, study: Study) -> tuple[list[str], list[int]]:
+            task = session.execute(select(Task.study_id, Task.images).where(Task.id == task_id)).first()
             if task is None or task.study_id != study.id:
                 raise NotFound(f"no task {task_id} in this study")
-            assignment = session.scalar(
-                select(Assignment).where(Assignment.task_id == task_id, Assignment.annotator_id == holder.id)
+            order = session.scalar(
+                select(Assignment.shown_order).where(
+                    Assignment.task_id == task_id, Assignment.annotator_id == holder.id
+                )
             )
-            if assignment is None:
+            if order is None:
                 raise NotAuthorized(f"task {task_id} is not assigned to you")
-            return list(task.images), list(assignment.shown_order)
+            return list(task.images), list(order)
 
         known = reading(look)
         with cache_lock:
@@ -446,13 +479,14 @@ def create_app(
 
     def admin_progress(request: Request) -> StudyProgress:
         authenticate(request, "admin")
-        return reading(study_progress)
+        with store.read() as session:
+            return study_progress(session, study)
 
     @app.get("/admin", response_class=HTMLResponse)
     def admin_page(request: Request) -> HTMLResponse:
         return render(request, "admin.html", progress=admin_progress(request))
 
-    @app.get("/api/admin")
+    @app.get("/api/admin", response_model=None)
     def api_admin(request: Request) -> dict[str, Any]:
         return admin_progress(request).to_dict()
 

@@ -13,10 +13,15 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import Connection, and_, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from prefalign.annotate.models import SHUFFLE_RANGE, Assignment, Study, Task, utcnow
+
+# Every function here runs plain Core statements (column selects, no ORM objects), so it works
+# on an ORM session and on a bare connection alike; the server passes a connection, which
+# costs far less Python per request than a session (issue 17).
+Executor = Session | Connection
 
 DEFAULT_LEASE = timedelta(minutes=30)
 # The shown order must not be predictable from the task, so use the OS's randomness.
@@ -39,11 +44,26 @@ class Progress:
         return min(self.done + 1, self.total)
 
 
+@dataclass(frozen=True)
+class Shown:
+    """A task on an annotator's screen: its assignment, prompt, images and their shown order.
+
+    ``images`` are paths relative to the study directory, in the dataset's order;
+    ``shown_order[p]`` is the index in ``images`` of the image shown at position ``p``.
+    """
+
+    assignment_id: int
+    task_id: int
+    prompt: str
+    images: list[str]
+    shown_order: list[int]
+
+
 def _not_assigned_to(annotator_id: int):
     return ~exists().where(and_(Assignment.task_id == Task.id, Assignment.annotator_id == annotator_id))
 
 
-def release_expired_claims(session: Session, study: Study, lease: timedelta) -> int:
+def release_expired_claims(session: Executor, study: Study, lease: timedelta) -> int:
     """Give back the slots of assignments unanswered for longer than ``lease``; returns how many."""
     cutoff = utcnow() - lease
     stale = session.execute(
@@ -61,24 +81,30 @@ def release_expired_claims(session: Session, study: Study, lease: timedelta) -> 
     return len(stale)
 
 
-def open_assignment(session: Session, annotator_id: int) -> Assignment | None:
-    """The annotator's oldest task shown but not answered yet, if any."""
-    return session.scalar(
-        select(Assignment)
-        .where(Assignment.annotator_id == annotator_id, Assignment.answered_at.is_(None))
-        .order_by(Assignment.id)
-        .limit(1)
-    )
+_OPEN = (
+    select(Assignment.id, Assignment.task_id, Task.prompt, Task.images, Assignment.shown_order)
+    .join(Task, Task.id == Assignment.task_id)
+    .order_by(Assignment.id)
+    .limit(1)
+)
+
+
+def open_assignment(session: Executor, annotator_id: int) -> Shown | None:
+    """The annotator's oldest task shown but not answered yet, if any (one indexed query)."""
+    row = session.execute(
+        _OPEN.where(Assignment.annotator_id == annotator_id, Assignment.answered_at.is_(None))
+    ).first()
+    return None if row is None else Shown(*row)
 
 
 def next_assignment(
-    session: Session,
+    session: Executor,
     study: Study,
     annotator_id: int,
     lease: timedelta = DEFAULT_LEASE,
     *,
     release_expired: bool = True,
-) -> Assignment | None:
+) -> Shown | None:
     """The task on this annotator's screen: the open one, or a newly assigned one.
 
     A new task is one with the fewest slots in use (ties broken at random) that this annotator
@@ -93,7 +119,7 @@ def next_assignment(
         release_expired: Give back expired slots first (the server does it every few seconds).
 
     Returns:
-        The assignment, or None when nothing is left for this annotator.
+        The task shown, or None when nothing is left for this annotator.
     """
     current = open_assignment(session, annotator_id)
     if current is not None:
@@ -103,20 +129,30 @@ def next_assignment(
     task = _find_open_task(session, study, annotator_id)
     if task is None:
         return None
-    order = list(range(len(task.images)))
+    task_id, _, prompt, images = task
+    order = list(range(len(images)))
     _shuffler.shuffle(order)
-    assignment = Assignment(task_id=task.id, annotator_id=annotator_id, shown_order=order, claim_held=True)
-    session.add(assignment)
-    session.flush()
-    return assignment
+    assignment_id = session.execute(
+        insert(Assignment).values(
+            task_id=task_id,
+            annotator_id=annotator_id,
+            shown_order=order,
+            claim_held=True,
+            created_at=utcnow(),
+        )
+    ).inserted_primary_key[0]
+    return Shown(assignment_id, task_id, prompt, list(images), order)
 
 
-def _find_open_task(session: Session, study: Study, annotator_id: int) -> Task | None:
+def _find_open_task(session: Executor, study: Study, annotator_id: int):
     """Claim a slot of a task this annotator has not seen, least-filled first.
 
     Walks the index (study, slots_used, shuffle_key): for each fill level from the lowest, the
     first unseen task after a random point of the shuffle ring (wrapping around). Each query
     stops at its first hit, so the cost does not grow with the size of the study.
+
+    Returns:
+        ``(id, shuffle_key, prompt, images)`` of the claimed task, or None.
     """
     limit = study.annotators_per_task
     level = -1
@@ -132,7 +168,7 @@ def _find_open_task(session: Session, study: Study, annotator_id: int) -> Task |
         for after_start in (True, False):
             ring = Task.shuffle_key >= start if after_start else Task.shuffle_key < start
             candidates = (
-                select(Task)
+                select(Task.id, Task.shuffle_key, Task.prompt, Task.images)
                 .where(
                     Task.study_id == study.id, Task.slots_used == level, ring, _not_assigned_to(annotator_id)
                 )
@@ -141,7 +177,7 @@ def _find_open_task(session: Session, study: Study, annotator_id: int) -> Task |
             )
             # A concurrent writer (PostgreSQL) may fill the task between the SELECT and the
             # UPDATE; the conditional UPDATE then matches no row and the search goes on.
-            while (task := session.scalar(candidates)) is not None:
+            while (task := session.execute(candidates).first()) is not None:
                 claimed = session.execute(
                     update(Task)
                     .where(Task.id == task.id, Task.slots_used < limit)

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
@@ -202,6 +202,26 @@ class Store:
         """
         with self._read_sessions() as session:
             yield session  # closing the session rolls its transaction back
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A Core connection in one write transaction (the server's hot path: no ORM session).
+
+        Same rules as :meth:`transaction`: committed when the block ends, rolled back on error,
+        serialised with the other writers of this process on SQLite.
+        """
+        with self._writer, self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A Core connection for reading only, in one transaction (one consistent snapshot).
+
+        Like :meth:`read` without an ORM session; the transaction starts with the first
+        statement and is rolled back when the block ends.
+        """
+        with self.reader.connect() as connection:
+            yield connection
 
     def close(self) -> None:
         """Release every pooled connection."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from prefalign.annotate.errors import InvalidVote, NotAuthorized, NotFound, VoteConflict
@@ -85,22 +86,29 @@ def _parse_answer(kind: str, raw: object, n_images: int) -> dict:
     return {"shown_position": 0, "rating": RATING_ANSWERS[text], "skipped": False}
 
 
-def assignment_for(session: Session, study: Study, annotator_id: int, task_id: int) -> Assignment:
+# Plain Core statements: they run on an ORM session and on a bare connection (the server's).
+Executor = Session | Connection
+
+
+def assignment_for(session: Executor, study: Study, annotator_id: int, task_id: int) -> Row:
     """This annotator's assignment of ``task_id`` in ``study`` (one query when it exists).
+
+    Returns:
+        A row with ``id``, ``shown_order`` and ``answered_at`` of the assignment.
 
     Raises:
         NotFound: if the study has no such task.
         NotAuthorized: if the task was never assigned to this annotator.
     """
     found = session.execute(
-        select(Assignment, Task.study_id)
+        select(Assignment.id, Assignment.shown_order, Assignment.answered_at, Task.study_id)
         .join(Task, Task.id == Assignment.task_id)
         .where(Assignment.task_id == task_id, Assignment.annotator_id == annotator_id)
     ).first()
-    if found is not None and found[1] == study.id:
-        return found[0]
-    task = session.get(Task, task_id)
-    if task is None or task.study_id != study.id:
+    if found is not None and found.study_id == study.id:
+        return found
+    task_study = session.scalar(select(Task.study_id).where(Task.id == task_id))
+    if task_study is None or task_study != study.id:
         raise NotFound(f"no task {task_id} in this study")
     raise NotAuthorized(f"task {task_id} is not assigned to you")
 
@@ -117,7 +125,7 @@ class VotePlan:
 
 
 def plan_vote(
-    session: Session, study: Study, annotator_id: int, task_id: int, answer: object
+    session: Executor, study: Study, annotator_id: int, task_id: int, answer: object
 ) -> VotePlan | VoteResult:
     """Check a vote without writing anything (a read-only session is enough).
 
@@ -141,7 +149,9 @@ def plan_vote(
     # answered_at is set in the transaction that writes the vote: None means no vote yet.
     existing = None
     if assignment.answered_at is not None:
-        existing = session.scalar(select(Vote).where(Vote.assignment_id == assignment.id))
+        existing = session.execute(
+            select(Vote.id, Vote.choice, Vote.rating, Vote.skipped).where(Vote.assignment_id == assignment.id)
+        ).first()
     if existing is not None:
         wanted = {"choice": columns["choice"], "rating": columns["rating"], "skipped": columns["skipped"]}
         if answer_of(existing) == wanted:
@@ -150,7 +160,7 @@ def plan_vote(
     return VotePlan(assignment.id, task_id, annotator_id, list(assignment.shown_order), columns)
 
 
-def write_vote(session: Session, plan: VotePlan) -> VoteResult:
+def write_vote(session: Executor, plan: VotePlan) -> VoteResult:
     """Write a planned vote in the caller's write transaction (a few Core statements).
 
     The unique ``votes.assignment_id`` refuses a second row for one assignment: a concurrent
@@ -206,7 +216,7 @@ def write_vote(session: Session, plan: VotePlan) -> VoteResult:
 
 
 def record_vote(
-    session: Session, study: Study, annotator_id: int, task_id: int, answer: object
+    session: Executor, study: Study, annotator_id: int, task_id: int, answer: object
 ) -> VoteResult:
     """Validate and store one vote in the caller's (write) transaction.
 
