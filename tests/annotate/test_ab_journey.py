@@ -111,7 +111,7 @@ def test_ab_study_of_two_generated_sets_end_to_end(tmp_path, two_sets, capsys):
 
     assert cast == {"A": 10, "B": 8}
     out = cli(capsys, "annotate", "results", "--study", str(study), "--out", str(tmp_path / "results"))
-    assert "A = base, B = adapted; 18 votes by 3 people" in out
+    assert "A = base, B = adapted; 18 votes by 3 participant(s)" in out
     report = json.loads((tmp_path / "results" / "report.json").read_text())
     overall = report["overall"]
     assert (overall["votes_a"], overall["votes_b"], overall["votes"]) == (10, 8, 18)
@@ -224,3 +224,39 @@ def test_serve_uses_the_stored_base_url(tmp_path, two_sets, capsys, monkeypatch)
     assert refused.status_code == 403
     accepted = client.post("/vote", data=form, headers={**headers, "Origin": BASE_URL})
     assert accepted.status_code == 303, accepted.text
+
+
+def test_results_of_any_pair_study_count_images_1_as_b(tmp_path, capsys):
+    """A pair study made with --from (no seeds, no --a/--b): B is images[1] of each record."""
+    from fastapi.testclient import TestClient
+
+    from prefalign.annotate import Store, create_app
+
+    from .conftest import write_dataset
+
+    source = write_dataset(tmp_path / "pairs", 3, 2)  # images[j] has green channel 90 * j
+    study = tmp_path / "study"
+    cli(capsys, "annotate", "create-study", "--study", str(study), "--from", str(source), "--kind", "pair")
+    token = (
+        cli(capsys, "annotate", "add-annotator", "--study", str(study), "solo").split("/invite/")[1].strip()
+    )
+    store = Store.open(study / "annotations.db")
+    try:
+        client = TestClient(create_app(store, study))
+        headers = {"Authorization": f"Bearer {token}"}
+        for _ in range(3):  # always the second image of the record
+            task = client.get("/api/task", headers=headers).json()["task"]
+            greens = [
+                Image.open(io.BytesIO(client.get(u, headers=headers).content)).getpixel((0, 0))[1]
+                for u in task["images"]
+            ]
+            client.post(
+                "/api/vote", json={"task": task["id"], "answer": str(greens.index(90))}, headers=headers
+            )
+    finally:
+        store.close()
+    out = cli(capsys, "annotate", "results", "--study", str(study))
+    assert "A = images[0], B = images[1]; 3 votes by 1 participant(s)" in out
+    report = json.loads((study / "results" / "report.json").read_text())
+    assert report["overall"]["votes_b"] == 3 and report["overall"]["share_b"] == 1.0
+    assert report["agreement"] is None  # one person: nobody to agree with

@@ -320,7 +320,7 @@ def run_results(args: argparse.Namespace) -> int:
     paths = ab_study_report(result, out, title=f"A/B study {study.name}", label_a=label_a, label_b=label_b)
     o = result.overall
     print(
-        f"A/B study {study.name!r}: A = {label_a}, B = {label_b}; {o.votes} votes by {result.participants} people"
+        f"A/B study {study.name!r}: A = {label_a}, B = {label_b}; {o.votes} votes by {result.participants} participant(s)"
     )
     print(f"{'prompt':<40} {'votes':>5} {'A':>4} {'B':>4} {'share B':>8}  95% CI (Wilson)   sign test p")
     rows = [("all prompts", o), *((p or "(no prompt)", s) for p, s in result.per_prompt.items())]
@@ -361,8 +361,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Register the records of a study directory (a prefalign dataset directory with its "
             "images inside it) as tasks, write DIR/study.json, and print the admin invite link. "
             "choice: 2-9 images per record; pair: exactly 2 (shown in random order); rating: one "
-            "task per image. Nothing is written if any record does not fit."
+            "task per image. Nothing is written if any record does not fit. With --a and --b "
+            "(instead of --from): an A/B study of two sets of images, paired by prompt and seed, "
+            "else by file name, copied under names that do not tell the side."
         ),
+        epilog="examples:\n"
+        "  prefalign annotate create-study --study s --from generated/ --kind pair --annotators-per-task 20\n"
+        "  prefalign annotate create-study --study ab --kind pair --a base/ --b adapted/ \\\n"
+        "      --annotators-per-task 10 --base-url https://annotate.example.org",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     create.add_argument("--study", required=True, metavar="DIR", help="the study directory")
     create.add_argument(
@@ -450,12 +457,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "results",
         help="the result of an A/B study: share of votes for B, 95%% CI, sign test, agreement",
         description=(
-            "Count the votes of a pair study (any: --a/--b or --from): the share of votes for B "
-            "(images[1]; with --a/--b, the --b set) with a 95%% Wilson score interval, a two-sided "
-            "exact binomial (sign) test against 0.5, the same per prompt, inter-annotator agreement "
-            "(pairwise, Fleiss' kappa, each person vs the others as in the HPS paper's Table 3) and "
-            "the share of votes for the left image. Writes report.json, report.md, report.html "
-            "(with the per-pair vote histogram) into --out."
+            "Count the votes of a pair study (any: --a/--b or --from): the share of votes for B\n"
+            "(images[1]; with --a/--b, the --b set) with a 95% Wilson score interval, a two-sided\n"
+            "exact binomial (sign) test against 0.5, the same per prompt, inter-annotator agreement\n"
+            "(pairwise, Fleiss' kappa, each person vs the others as in the HPS paper's Table 3) and\n"
+            "the share of votes for the left image. Writes report.json, report.md and report.html\n"
+            "(with the histogram of the share for B per pair) into --out."
         ),
         epilog="example:\n  prefalign annotate results --study ab --out ab-results",
         formatter_class=argparse.RawDescriptionHelpFormatter,
