@@ -85,6 +85,7 @@ def test_ab_study_of_two_generated_sets_end_to_end(tmp_path, two_sets, capsys):
         wants = {"p1": lambda k: "B", "p2": lambda k: "B" if k < 2 else "A", "p3": lambda k: "A"}
         cast = {"A": 0, "B": 0}
         left_votes = 0
+        b_positions = []
         for name, token in tokens.items():
             headers = {"Authorization": f"Bearer {token}"}
             page = client.get("/", headers=headers).text
@@ -97,6 +98,7 @@ def test_ab_study_of_two_generated_sets_end_to_end(tmp_path, two_sets, capsys):
                 assert all(re.fullmatch(r"/image/\d+/[01]", url) for url in task["images"])
                 sides = [colour_of(client.get(url, headers=headers).content) for url in task["images"]]
                 assert sorted(sides) == ["A", "B"]
+                b_positions.append(sides.index("B"))
                 want = wants[name](k)
                 position = sides.index(want)
                 left_votes += position == 0
@@ -110,6 +112,8 @@ def test_ab_study_of_two_generated_sets_end_to_end(tmp_path, two_sets, capsys):
         store.close()
 
     assert cast == {"A": 10, "B": 8}
+    # Left/right is drawn per annotator and task: B is not always on one side (p = 2^-17 by chance).
+    assert set(b_positions) == {0, 1}
     out = cli(capsys, "annotate", "results", "--study", str(study), "--out", str(tmp_path / "results"))
     assert "A = base, B = adapted; 18 votes by 3 participant(s)" in out
     report = json.loads((tmp_path / "results" / "report.json").read_text())
@@ -260,3 +264,22 @@ def test_results_of_any_pair_study_count_images_1_as_b(tmp_path, capsys):
     report = json.loads((study / "results" / "report.json").read_text())
     assert report["overall"]["votes_b"] == 3 and report["overall"]["share_b"] == 1.0
     assert report["agreement"] is None  # one person: nobody to agree with
+
+
+def test_a_without_b_or_into_a_used_directory_is_refused(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (8, 8), RED).save(tmp_path / "a" / "x.png")
+    study = tmp_path / "study"
+    assert (
+        main(
+            ["annotate", "create-study", "--study", str(study), "--kind", "pair", "--a", str(tmp_path / "a")]
+        )
+        == 2
+    )
+    assert "--a and --b go together" in capsys.readouterr().err
+    study.mkdir()
+    (study / "notes.txt").write_text("mine")
+    argv = ["annotate", "create-study", "--study", str(study), "--kind", "pair", "--a", str(tmp_path / "a")]
+    assert main([*argv, "--b", str(tmp_path / "a")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert sorted(p.name for p in study.iterdir()) == ["notes.txt"]
