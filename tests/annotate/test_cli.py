@@ -13,7 +13,8 @@ from .conftest import write_dataset
 
 
 @pytest.mark.parametrize(
-    "command", ["create-study", "add-annotator", "serve", "export", "revoke-annotator", "rotate-token"]
+    "command",
+    ["create-study", "add-annotator", "serve", "export", "revoke-annotator", "rotate-token", "results"],
 )
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:

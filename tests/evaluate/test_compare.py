@@ -108,6 +108,9 @@ def test_run_compare_with_an_ab_study(tmp_path):
         ).votes["votes_b"]
         == 1
     )
+    ci = run.votes.pop("share_b_ci")
+    assert ci == pytest.approx([0.3006, 0.9544], abs=1e-4)  # Wilson 95% of 3 of 4
+    assert run.votes.pop("sign_test_p") == pytest.approx(0.625)  # binomtest(3, 4)
     assert run.votes == {"votes_b": 3, "votes_a": 1, "ties": 1, "unmatched": 1, "share_b": 0.75, "items": 2}
     assert sorted(run.vote_shares_b) == [0.5, 1.0]
     low, high = run.win_rate_ci["random"]

@@ -7,7 +7,7 @@ references by relative path, all inside the directory) plus ``study.json``, writ
     my-study/
       records.parquet          the prompts and images to judge (any labels in it are ignored)
       images/...               every image a record names, inside the directory
-      study.json               {"name", "kind", "annotators_per_task", "question"}
+      study.json               {"name", "kind", "annotators_per_task", "question", "base_url", "sides"}
       annotations.db           the default SQLite database (another --db may be used)
 
 Task kinds, and what each record must hold:
@@ -23,7 +23,7 @@ import json
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -54,6 +54,12 @@ class StudyConfig:
     kind: str
     annotators_per_task: int = 1
     question: str = ""
+    # The address people reach the server at, given once to create-study: the printed invite
+    # links and serve's origin check use it unless a command is given another --base-url.
+    base_url: str = ""
+    # A/B studies made from two sets (create-study --a/--b): {"a": DIR_A, "b": DIR_B,
+    # "matched_by": ...}. Server side only: the app never shows it.
+    sides: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.strip():
@@ -221,11 +227,15 @@ def create_study(store: Store, study_dir: str | Path, config: StudyConfig) -> St
         config, resuming = existing, True
     rows = _task_rows(study_dir, config.kind)
     question = config.question or DEFAULT_QUESTIONS[config.kind]
-    config = StudyConfig(config.name, config.kind, config.annotators_per_task, question)
+    config = replace(config, question=question)
     if registered is not None:
         same_place = Path(registered.root) == study_dir.resolve()
-        setup = StudyConfig(
-            registered.name, registered.kind, registered.annotators_per_task, registered.question
+        setup = replace(
+            config,
+            name=registered.name,
+            kind=registered.kind,
+            annotators_per_task=registered.annotators_per_task,
+            question=registered.question,
         )
         if same_place and _same_setup(setup, config):
             _write_study_config(study_dir, setup)  # tasks without study.json: finish it

@@ -1,6 +1,8 @@
 """``prefalign annotate``: run a preference-collection web app and user studies.
 
 prefalign annotate create-study --study DIR --kind pair --annotators-per-task 20
+prefalign annotate create-study --study DIR --kind pair --a BASE_DIR --b ADAPTED_DIR
+prefalign annotate results --study DIR
 prefalign annotate add-annotator --study DIR alice bob
 prefalign annotate serve --study DIR --port 8000
 prefalign annotate export --study DIR --out votes/
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from pathlib import Path
 
 DESCRIPTION = """\
@@ -28,6 +31,13 @@ typical session:
   prefalign annotate add-annotator --study my-study alice bob carol
   prefalign annotate serve --study my-study          # send each person their invite link
   prefalign annotate export --study my-study --out my-study-votes
+
+an A/B study of two folders (pairs by prompt and seed, else by file name):
+  prefalign annotate create-study --study ab --kind pair --a base/ --b adapted/ \
+      --annotators-per-task 10 --base-url https://annotate.example.org
+  prefalign annotate add-annotator --study ab p01 p02 p03   # links use the stored --base-url
+  prefalign annotate serve --study ab
+  prefalign annotate results --study ab --out ab-results     # share for B, 95% CI, sign test
 """
 
 log = logging.getLogger("prefalign.annotate")
@@ -60,8 +70,32 @@ def _quiet_migrations() -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"  # serve's default --host and --port
+
+
 def _invite_url(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/invite/{token}"
+
+
+def _check_base_url(base_url: str | None) -> None:
+    from prefalign.annotate.guard import origin_of
+    from prefalign.cli.main import CommandError
+
+    if base_url and origin_of(base_url) is None:
+        raise CommandError(f"--base-url {base_url!r}: not an http(s) address (https://host[:port])")
+
+
+def _stored_base_url(study_dir: Path) -> str:
+    """The --base-url given to create-study (kept in study.json), or ''."""
+    from prefalign.annotate.study import STUDY_FILE, read_study_config
+
+    return read_study_config(study_dir).base_url if (study_dir / STUDY_FILE).is_file() else ""
+
+
+def _base_url(args: argparse.Namespace, study_dir: Path) -> str:
+    """This command's --base-url, else the study's stored one, else serve's default address."""
+    _check_base_url(args.base_url)
+    return args.base_url or _stored_base_url(study_dir) or DEFAULT_BASE_URL
 
 
 def run_create_study(args: argparse.Namespace) -> int:
@@ -74,15 +108,49 @@ def run_create_study(args: argparse.Namespace) -> int:
         create_study,
         task_count,
     )
+    from prefalign.annotate.storage import sqlite_path
+    from prefalign.cli.main import CommandError
 
+    _check_base_url(args.base_url)
+    two_sets = args.a is not None or args.b is not None
+    if two_sets and (args.a is None or args.b is None or args.source or args.kind != "pair"):
+        raise CommandError("--a and --b go together, with --kind pair and without --from")
+    plan = None
+    if two_sets:
+        from prefalign.annotate.pairs import plan_pairs
+
+        plan = plan_pairs(args.a, args.b)  # refuse before writing anything
     config = StudyConfig(
         name=args.name or Path(args.study).resolve().name,
         kind=args.kind,
         annotators_per_task=args.annotators_per_task,
         question=args.question or "",
+        base_url=args.base_url or "",
+        sides=None
+        if plan is None
+        else {
+            "a": str(Path(args.a).resolve()),
+            "b": str(Path(args.b).resolve()),
+            "matched_by": plan.matched_by,
+        },
     )
-    from prefalign.annotate.storage import sqlite_path
+    # With --a/--b the directory is ours to remove on failure: it must be new or empty.
+    made_dir = not Path(args.study).exists() or not any(Path(args.study).iterdir())
+    if plan is not None:
+        from prefalign.annotate.pairs import write_pair_study
 
+        try:
+            write_pair_study(plan, args.study, a=args.a, b=args.b, seed=args.seed)
+        except BaseException:
+            if made_dir:
+                shutil.rmtree(args.study, ignore_errors=True)
+            raise
+        note = (
+            f"; {plan.without_prompt} without a prompt (no NAME.txt beside the image)"
+            if plan.without_prompt
+            else ""
+        )
+        print(f"paired {len(plan.pairs)} images of --a with --b by {plan.matched_by}{note}")
     if args.source:
         check_records(args.source, config.kind)  # refuse before copying anything
         copy_dataset(args.source, args.study)
@@ -101,13 +169,16 @@ def run_create_study(args: argparse.Namespace) -> int:
             # Nothing should be left behind by a create-study that failed: not even an empty database.
             for leftover in (new_file, *(new_file.with_name(new_file.name + s) for s in ("-wal", "-shm"))):
                 leftover.unlink(missing_ok=True)
+        if plan is not None and made_dir:
+            shutil.rmtree(args.study, ignore_errors=True)
         raise
     store.close()
     print(
         f"created {config.kind} study {config.name!r} in {args.study}: {n_tasks} tasks, "
         f"each for {config.annotators_per_task} annotator(s)"
     )
-    print(f"admin invite (keep it private; shown only now): {_invite_url(args.base_url, admin_token)}")
+    base_url = args.base_url or DEFAULT_BASE_URL
+    print(f"admin invite (keep it private; shown only now): {_invite_url(base_url, admin_token)}")
     print("next: prefalign annotate add-annotator --study", args.study, "NAME ...")
     return 0
 
@@ -117,11 +188,12 @@ def run_add_annotator(args: argparse.Namespace) -> int:
 
     store = Store.open(_resolve_db(args))
     try:
-        study, _ = locate_study(store, args.study)
+        study, study_dir = locate_study(store, args.study)
+        base_url = _base_url(args, study_dir)
         role = "admin" if args.admin else "annotator"
         for name in args.names:
             token = add_annotator(store, study, name, role=role)
-            print(f"{name}\t{_invite_url(args.base_url, token)}")
+            print(f"{name}\t{_invite_url(base_url, token)}")
     finally:
         store.close()
     return 0
@@ -146,9 +218,10 @@ def run_rotate_token(args: argparse.Namespace) -> int:
 
     store = Store.open(_resolve_db(args))
     try:
-        study, _ = locate_study(store, args.study)
+        study, study_dir = locate_study(store, args.study)
+        base_url = _base_url(args, study_dir)
         for name in args.names:
-            print(f"{name}\t{_invite_url(args.base_url, rotate_token(store, study, name))}")
+            print(f"{name}\t{_invite_url(base_url, rotate_token(store, study, name))}")
     finally:
         store.close()
     return 0
@@ -179,9 +252,10 @@ def run_serve(args: argparse.Namespace) -> int:
     config = read_study_config(args.study)
     if args.base_url and origin_of(args.base_url) is None:
         raise CommandError(f"--base-url {args.base_url!r}: not an http(s) address (https://host[:port])")
+    base_url = args.base_url or config.base_url or None  # the one stored by create-study
     store = Store.open(_resolve_db(args))
-    app = create_app(store, args.study, lease=timedelta(minutes=args.lease_minutes), base_url=args.base_url)
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not (args.base_url or "").startswith("https:"):
+    app = create_app(store, args.study, lease=timedelta(minutes=args.lease_minutes), base_url=base_url)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not (base_url or "").startswith("https:"):
         log.warning(
             "listening on %s: invite tokens travel in clear text; put the server behind HTTPS "
             "and give --base-url https://...",
@@ -215,6 +289,60 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_results(args: argparse.Namespace) -> int:
+    from prefalign.annotate import Store, locate_study, read_study_config
+    from prefalign.annotate.export import export_records
+    from prefalign.cli.main import CommandError
+    from prefalign.evaluate.ab_study import ab_study_report, ab_study_result
+    from prefalign.evaluate.report import fmt
+
+    store = Store.open(_resolve_db(args))
+    try:
+        study, study_dir = locate_study(store, args.study)
+        records = export_records(store, study)
+    finally:
+        store.close()
+    if study.kind != "pair":
+        raise CommandError(
+            f"study {study.name!r} is a {study.kind} study; results reports A/B (pair) studies"
+        )
+    if not records:
+        raise CommandError(
+            f"study {study.name!r} has no votes yet; results counts them once people have voted"
+        )
+    out = Path(args.out) if args.out else study_dir / "results"
+    if (out / "report.json").exists() and not args.overwrite:
+        raise CommandError(f"{out}: holds a report already; give --overwrite to replace it, or another --out")
+    sides = read_study_config(study_dir).sides or {}
+    label_a = Path(sides["a"]).name if "a" in sides else "images[0]"
+    label_b = Path(sides["b"]).name if "b" in sides else "images[1]"
+    result = ab_study_result(records)
+    paths = ab_study_report(result, out, title=f"A/B study {study.name}", label_a=label_a, label_b=label_b)
+    o = result.overall
+    print(
+        f"A/B study {study.name!r}: A = {label_a}, B = {label_b}; {o.votes} votes by {result.participants} participant(s)"
+    )
+    print(f"{'prompt':<40} {'votes':>5} {'A':>4} {'B':>4} {'share B':>8}  95% CI (Wilson)   sign test p")
+    rows = [("all prompts", o), *((p or "(no prompt)", s) for p, s in result.per_prompt.items())]
+    for name, s in rows:
+        short = name if len(name) <= 40 else name[:39] + "…"
+        print(
+            f"{short:<40} {s.votes:>5} {s.votes_a:>4} {s.votes_b:>4} {fmt(s.share_b):>8}  "
+            f"[{fmt(s.ci_low)}, {fmt(s.ci_high)}]  {fmt(s.sign_test_p, 4):>10}"
+        )
+    if result.agreement is not None:
+        a = result.agreement
+        print(
+            f"agreement on {a.items} pair(s) voted by 2+ people: pairwise {fmt(a.pairwise)}, Fleiss' kappa "
+            f"{fmt(a.fleiss_kappa)}, each person vs the others {fmt(a.per_participant_mean)} ± "
+            f"{fmt(a.per_participant_std)}"
+        )
+    if result.left_share is not None:
+        print(f"position bias: {fmt(result.left_share)} of {result.left_votes} votes for the left image")
+    print(f"wrote {paths['json']}, {paths['html']}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``prefalign annotate`` and its subcommands."""
     parser = subparsers.add_parser(
@@ -233,8 +361,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Register the records of a study directory (a prefalign dataset directory with its "
             "images inside it) as tasks, write DIR/study.json, and print the admin invite link. "
             "choice: 2-9 images per record; pair: exactly 2 (shown in random order); rating: one "
-            "task per image. Nothing is written if any record does not fit."
+            "task per image. Nothing is written if any record does not fit. With --a and --b "
+            "(instead of --from): an A/B study of two sets of images, paired by prompt and seed, "
+            "else by file name, copied under names that do not tell the side."
         ),
+        epilog="examples:\n"
+        "  prefalign annotate create-study --study s --from generated/ --kind pair --annotators-per-task 20\n"
+        "  prefalign annotate create-study --study ab --kind pair --a base/ --b adapted/ \\\n"
+        "      --annotators-per-task 10 --base-url https://annotate.example.org",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     create.add_argument("--study", required=True, metavar="DIR", help="the study directory")
     create.add_argument(
@@ -254,6 +389,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     create.add_argument("--question", help="the instruction above each task (default: one per kind)")
     create.add_argument("--admin-name", default="admin", help="name of the admin token (default: admin)")
+    create.add_argument(
+        "--a",
+        metavar="DIR",
+        help="A/B study of two sets: side A (a folder of images or a dataset, e.g. a `generate` "
+        "output); DIR (new) gets one pair per prompt and seed, else per file name",
+    )
+    create.add_argument(
+        "--b", metavar="DIR", help="side B, paired with --a (the share of votes for B is reported)"
+    )
+    create.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the order of the pairs and their hidden file names with --a/--b (ours; default: 0); "
+        "left/right is drawn for each annotator by the server",
+    )
 
     add = sub.add_parser(
         "add-annotator",
@@ -297,9 +448,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="URL",
         help=(
             "the address people use (e.g. https://annotate.example.org): form posts must come from "
-            "it, and https makes the token cookie Secure (default: the address a request was sent to)"
+            "it, and https makes the token cookie Secure (default: the one given to create-study, "
+            "else the address a request was sent to)"
         ),
     )
+
+    results = sub.add_parser(
+        "results",
+        help="the result of an A/B study: share of votes for B, 95%% CI, sign test, agreement",
+        description=(
+            "Count the votes of a pair study (any: --a/--b or --from): the share of votes for B\n"
+            "(images[1]; with --a/--b, the --b set) with a 95% Wilson score interval, a two-sided\n"
+            "exact binomial (sign) test against 0.5, the same per prompt, inter-annotator agreement\n"
+            "(pairwise, Fleiss' kappa, each person vs the others as in the HPS paper's Table 3) and\n"
+            "the share of votes for the left image. Writes report.json, report.md and report.html\n"
+            "(with the histogram of the share for B per pair) into --out."
+        ),
+        epilog="example:\n  prefalign annotate results --study ab --out ab-results",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    results.add_argument("--study", required=True, metavar="DIR|NAME", help="the study directory or name")
+    results.add_argument("--out", metavar="DIR", help="report directory (default: DIR/results)")
+    results.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
 
     revoke = sub.add_parser(
         "revoke-annotator",
@@ -324,17 +494,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export": export,
         "revoke-annotator": revoke,
         "rotate-token": rotate,
+        "results": results,
     }
     for name, command in commands.items():
         default_note = "default: DIR/annotations.db"
-        if name in ("add-annotator", "export", "revoke-annotator", "rotate-token"):
+        if name in ("add-annotator", "export", "revoke-annotator", "rotate-token", "results"):
             default_note += "; required with a study name"
         command.add_argument("--db", metavar="URL", help=_db_help(default_note))
-        if name in ("create-study", "add-annotator", "rotate-token"):
+        if name == "create-study":
             command.add_argument(
                 "--base-url",
-                default="http://127.0.0.1:8000",
-                help="where the server will be reached, for the printed links (default: %(default)s)",
+                metavar="URL",
+                help="where people will reach the server; stored in study.json and used by add-annotator, "
+                f"rotate-token and serve unless they are given another (default: {DEFAULT_BASE_URL})",
+            )
+        elif name in ("add-annotator", "rotate-token"):
+            command.add_argument(
+                "--base-url",
+                metavar="URL",
+                help="where the server will be reached, for the printed links (default: the one given "
+                f"to create-study, else {DEFAULT_BASE_URL})",
             )
         command.set_defaults(command_name=name)
     create.set_defaults(func=run_create_study)
@@ -343,3 +522,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(func=run_export)
     revoke.set_defaults(func=run_revoke_annotator)
     rotate.set_defaults(func=run_rotate_token)
+    results.set_defaults(func=run_results)

@@ -359,5 +359,12 @@ def run_compare_command(args: argparse.Namespace) -> int:
     ]
     table = format_table(rows, ["scorer", "mean_a", "mean_b", "win_rate_b", "sign_test_p"])
     if run.votes:
-        table += f"\nA/B study: {run.votes['votes_b']} votes for B, {run.votes['votes_a']} for A, {run.votes['ties']} ties"
+        v = run.votes
+        table += f"\nA/B study: {v['votes_b']} votes for B, {v['votes_a']} for A, {v['ties']} ties"
+        if v.get("share_b_ci"):
+            low, high = v["share_b_ci"]
+            table += (
+                f"; share for B {v['share_b']:.3f} [{low:.3f}, {high:.3f}] (95% Wilson), "
+                f"sign test p = {v['sign_test_p']:.4f}"
+            )
     return _finish(table, paths, scorers)

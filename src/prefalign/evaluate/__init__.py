@@ -8,13 +8,16 @@ implementation, so evaluations shard across processes and gather the 1-process r
 * ``agreement`` / ``Agreement``: scorers and participants against participants (Table 3);
 * ``inception_score``, ``frechet_distance`` (torchmetrics IS and FID with an injectable feature
   extractor), ``mean_score`` / ``MeanScore``;
-* ``paired_comparison`` / ``PairedComparison``: two generated sets, pair by pair.
+* ``paired_comparison`` / ``PairedComparison``: two generated sets, pair by pair;
+* ``ab_study_result`` / ``ab_study_report``: an A/B user study's votes (share for B, Wilson
+  interval, sign test, per prompt, inter-annotator agreement), ``wilson_interval``.
 
 ``run_preference``, ``run_agreement``, ``run_images`` and ``run_compare`` evaluate datasets with
 scorers (``load_eval_scorer``, which adds ``random``); ``write_*_report`` write JSON, Markdown and
 HTML reports with plots.
 """
 
+from prefalign.evaluate.ab_study import ab_study_report, ab_study_result, wilson_interval
 from prefalign.evaluate.agreement import (
     Agreement,
     AgreementResult,
@@ -92,6 +95,8 @@ __all__ = [
     "RandomScorer",
     "ScoreSummary",
     "Vote",
+    "ab_study_report",
+    "ab_study_result",
     "agreement",
     "bootstrap_ci",
     "frechet_distance",
@@ -111,6 +116,7 @@ __all__ = [
     "tune_tie_threshold",
     "vote_credit",
     "votes_from_dataset",
+    "wilson_interval",
     "write_agreement_report",
     "write_compare_report",
     "write_images_report",

@@ -495,8 +495,9 @@ def ab_votes(votes: Sequence[Vote], a_images: set[str], b_images: set[str]) -> t
         a_images, b_images: the ``file_key`` of each image of the two sets.
 
     Returns:
-        ``(summary, shares)``: counts and B's overall share of decided votes, and one share per
-        item with at least one decided vote.
+        ``(summary, shares)``: counts, B's overall share of decided votes with its 95% Wilson
+        interval and the two-sided exact binomial (sign) test p-value, and one share per item
+        with at least one decided vote.
     """
     per_item: dict[str, list[float]] = {}
     unmatched = ties = 0
@@ -510,14 +511,20 @@ def ab_votes(votes: Sequence[Vote], a_images: set[str], b_images: set[str]) -> t
             ties += 1
             continue
         per_item.setdefault(v.item, []).append(float(sides[v.winner] == "b"))
+    from prefalign.evaluate.ab_study import ShareOfB
+
     picks = [x for xs in per_item.values() for x in xs]
     shares = np.array([np.mean(xs) for xs in per_item.values()])
+    tally = ShareOfB.of(int(len(picks) - sum(picks)), int(sum(picks)))
     summary = {
-        "votes_b": int(sum(picks)),
-        "votes_a": int(len(picks) - sum(picks)),
+        "votes_b": tally.votes_b,
+        "votes_a": tally.votes_a,
         "ties": ties,
         "unmatched": unmatched,
-        "share_b": float(np.mean(picks)) if picks else None,
+        "share_b": tally.share_b if picks else None,
+        # 95% Wilson score interval and two-sided exact binomial test (see evaluate.ab_study)
+        "share_b_ci": [tally.ci_low, tally.ci_high] if picks else None,
+        "sign_test_p": tally.sign_test_p,
         "items": len(per_item),
     }
     return summary, shares
