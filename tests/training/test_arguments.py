@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import re
 
 import pytest
@@ -14,6 +15,7 @@ COMMANDS = (("train", "scorer"), ("train", "reward"), ("adapt", "train-lora"), (
 SHARED = [f.name for f in dataclasses.fields(TrainingConfig)]
 
 
+@functools.cache
 def _parser() -> argparse.ArgumentParser:
     from prefalign.cli.main import build_parser
 
