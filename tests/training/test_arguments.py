@@ -194,3 +194,23 @@ def test_the_hand_written_generators_are_gone():
 
     for name in ("add_config_args", "add_config_arguments", "read_recipe", "_base_type", "_unwrap_optional"):
         assert not hasattr(adapt, name) and not hasattr(train, name)
+
+
+def test_building_the_cli_does_not_import_transformers():
+    import subprocess
+    import sys
+
+    code = "import sys; from prefalign.cli.main import build_parser; build_parser(); print('transformers' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "False"
+
+
+def test_a_trainer_option_given_twice_is_refused(capsys):
+    from prefalign.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["adapt", "train-lora", "--max_steps", "1", "--max_steps", "2"])
+    assert exit_info.value.code == 2
+    assert "given twice" in capsys.readouterr().err
