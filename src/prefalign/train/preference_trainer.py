@@ -63,7 +63,7 @@ class PreferenceTrainer(Trainer):
 
     Example:
         >>> from prefalign.train import PreferenceConfig, PreferenceTrainer
-        >>> cfg = PreferenceConfig(data="my-choices", out="models/my-hps")      # doctest: +SKIP
+        >>> cfg = PreferenceConfig(data="my-choices", output_dir="models/my-hps")      # doctest: +SKIP
         >>> result = PreferenceTrainer(cfg).train()                             # doctest: +SKIP
         >>> result.eval_after["eval_accuracy"]                                  # doctest: +SKIP
     """
