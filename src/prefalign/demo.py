@@ -139,14 +139,14 @@ def step_adapt(ctx: DemoContext) -> None:
         config = LoraTrainingConfig(
             data=str(report.out),
             base=str(base),
-            out=str(ctx.out / "adapt" / "lora"),
-            steps=20,
-            batch_size=4,
+            output_dir=str(ctx.out / "adapt" / "lora"),
+            max_steps=20,
+            per_device_train_batch_size=4,
             resolution=32,
             rank=4,
             learning_rate=1e-3,
-            checkpoint_every=0,
-            log_every=5,
+            save_steps=0,
+            logging_steps=5,
             cpu=True,
             seed=ctx.seed,
         )
@@ -162,13 +162,13 @@ def step_adapt(ctx: DemoContext) -> None:
     finally:
         torch.set_num_threads(threads)
     ctx.artifacts.update(sd=base, lora=lora, gen_base=runs["base"].out, gen_adapted=runs["adapted"].out)
-    log = [json.loads(line) for line in (lora / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (lora / "training_log.jsonl").read_text().splitlines()]
     ctx.add(
         "Aligning a tiny Stable Diffusion",
         f"A random tiny Stable Diffusion (32 px) drew {len(DEMO_PROMPTS)} prompts x 4 seeds into `adapt/pool/`. "
         f"`adapt select` (α = {alpha}) kept {report.preferred} preferred and {report.non_preferred} non-preferred "
         f'images (captions of the latter start with "{DEFAULT_IDENTIFIER}"), in `adapt/selected/`. '
-        f"A rank-4 LoRA trained {config.steps} steps (loss {log[0]['loss']:.4f} at step {log[0]['step']}, "
+        f"A rank-4 LoRA trained {config.max_steps} steps (loss {log[0]['loss']:.4f} at step {log[0]['step']}, "
         f"{log[-1]['loss']:.4f} at step {log[-1]['step']}) into `adapt/lora/`. "
         f"Base and adapted models then drew the same prompts and seeds (negative prompt "
         f"`{runs['adapted'].negative_prompt}` for the adapted one) into `adapt/gen-base/` and `adapt/gen-lora/` "
@@ -189,13 +189,13 @@ def step_train(ctx: DemoContext) -> None:
         data=str(train_data),
         eval_data=str(ctx.artifacts["data"]),  # the choices scored above, never trained on
         base=str(ctx.artifacts["scorer"]),
-        out=str(ctx.out / "models" / "tiny-hps-trained"),
+        output_dir=str(ctx.out / "models" / "tiny-hps-trained"),
         # Tiny-model settings: the paper's lr (1.7e-5, for ViT-L/14) would need thousands of steps here.
         vision_blocks=1,
         text_blocks=1,
         learning_rate=1e-3,
         weight_decay=0.0,
-        batch_size=8,
+        per_device_train_batch_size=8,
         max_steps=150,
         eval_steps=0,
         save_steps=0,

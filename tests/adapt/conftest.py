@@ -63,14 +63,14 @@ def lora_config(data: Path, base: Path, out: Path, **overrides):
     settings = dict(
         data=str(data),
         base=str(base),
-        out=str(out),
-        steps=3,
-        batch_size=2,
+        output_dir=str(out),
+        max_steps=3,
+        per_device_train_batch_size=2,
         resolution=32,
         rank=4,
         learning_rate=1e-2,
-        checkpoint_every=0,
-        log_every=1,
+        save_steps=0,
+        logging_steps=1,
         cpu=True,
     )
     settings.update(overrides)

@@ -22,8 +22,8 @@ def test_select_train_generate(tmp_path, shapes_data, tiny_sd, tiny_hps, capsys)
     assert kinds == {"preferred", "non-preferred"}
 
     lora = tmp_path / "lora"
-    assert main(["adapt", "train-lora", "--data", str(selected), "--base", str(tiny_sd), "--out", str(lora),
-                 "--steps", "1", "--batch-size", "2", "--resolution", "32", "--rank", "4", "--cpu"]) == 0  # fmt: skip
+    assert main(["adapt", "train-lora", "--data", str(selected), "--base", str(tiny_sd), "--output_dir", str(lora),
+                 "--max_steps", "1", "--per_device_train_batch_size", "2", "--resolution", "32", "--rank", "4", "--cpu"]) == 0  # fmt: skip
     assert (lora / "pytorch_lora_weights.safetensors").is_file()
     assert "note: no regularisation set: not the paper's recipe" in capsys.readouterr().err
 
@@ -72,13 +72,19 @@ def test_train_lora_help_shows_the_paper_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["adapt", "train-lora", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for expected in ("(default 32)", "(default 1e-05)", "(default 0.01)", "(default 40)", "(default 10000)"):
+    for expected in (
+        "(default: 32)",
+        "(default: 1e-05)",
+        "(default: 0.01)",
+        "(default: 40)",
+        "(default: 10000)",
+    ):
         assert expected in text
 
 
 def test_train_rwr_rejects_unknown_target(capsys):
     with pytest.raises(SystemExit):
-        main(["adapt", "train-rwr", "--data", "d", "--base", "b", "--out", "o", "--train", "vae"])
+        main(["adapt", "train-rwr", "--data", "d", "--base", "b", "--output_dir", "o", "--train", "vae"])
     assert "invalid choice" in capsys.readouterr().err
 
 
@@ -97,19 +103,35 @@ def test_recipe_file_fills_options_and_the_command_line_wins(tmp_path, shapes_da
         lora_module, "train_lora", lambda config: seen.setdefault("config", config) and tmp_path
     )
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"data: {shapes_data}\nbase: {tiny_sd}\nlearning-rate: 0.001\nsteps: 7\nrank: 8\n")
+    recipe.write_text(f"data: {shapes_data}\nbase: {tiny_sd}\nlearning-rate: 0.001\nmax_steps: 7\nrank: 8\n")
     assert (
-        main(["adapt", "train-lora", "--config", str(recipe), "--out", str(tmp_path / "o"), "--steps", "3"])
+        main(
+            [
+                "adapt",
+                "train-lora",
+                "--config",
+                str(recipe),
+                "--output_dir",
+                str(tmp_path / "o"),
+                "--max_steps",
+                "3",
+            ]
+        )
         == 0
     )
     config = seen["config"]
-    assert (config.steps, config.learning_rate, config.rank, config.batch_size) == (3, 0.001, 8, 40)
+    assert (config.max_steps, config.learning_rate, config.rank, config.per_device_train_batch_size) == (
+        3,
+        0.001,
+        8,
+        40,
+    )
 
 
 def test_recipe_errors(tmp_path, capsys):
     recipe = tmp_path / "r.json"
     recipe.write_text('{"data": "d", "bogus": 1}')
-    assert main(["adapt", "train-lora", "--config", str(recipe), "--base", "b", "--out", "o"]) == 2
-    assert "unknown options bogus" in capsys.readouterr().err
-    assert main(["adapt", "train-lora", "--data", "d", "--out", "o"]) == 2
-    assert "--base required" in capsys.readouterr().err
+    assert main(["adapt", "train-lora", "--config", str(recipe), "--base", "b", "--output_dir", "o"]) == 2
+    assert "unknown option(s) bogus" in capsys.readouterr().err
+    assert main(["adapt", "train-lora", "--data", "d", "--output_dir", "o"]) == 2
+    assert "base is required" in capsys.readouterr().err

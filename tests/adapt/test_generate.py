@@ -126,7 +126,7 @@ def test_adapter_for_another_architecture_is_refused(tmp_path, tiny_sd, other_sd
 
     from .conftest import lora_config
 
-    foreign = train_lora(lora_config(shapes_data, other_sd, tmp_path / "foreign", steps=1))
+    foreign = train_lora(lora_config(shapes_data, other_sd, tmp_path / "foreign", max_steps=1))
     with pytest.raises(AdaptError, match="another UNet architecture"):
         generate(tiny_sd, ["a red circle"], [0], tmp_path / "x", lora=foreign, settings=FAST)
     # without our metadata, diffusers' own shape check is reported as one clear line

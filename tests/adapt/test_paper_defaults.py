@@ -26,7 +26,7 @@ def _parsed(command: str, config_cls):
 
     parser = argparse.ArgumentParser()
     cli_adapt.register(parser.add_subparsers())
-    args = parser.parse_args(["adapt", command, "--data", "d", "--base", "b", "--out", "o"])
+    args = parser.parse_args(["adapt", command, "--data", "d", "--base", "b", "--output_dir", "o"])
     return cli_adapt.config_from_args(config_cls, args)
 
 
@@ -39,7 +39,12 @@ def test_train_rwr_defaults_are_lee_et_al():
 
 def test_train_lora_defaults_are_the_authors_script():
     config = _parsed("train-lora", LoraTrainingConfig)
-    assert (config.steps, config.batch_size, config.learning_rate, config.weight_decay) == (
+    assert (
+        config.max_steps,
+        config.per_device_train_batch_size,
+        config.learning_rate,
+        config.weight_decay,
+    ) == (
         10_000,
         40,
         1e-5,
@@ -54,7 +59,7 @@ def test_help_says_where_defaults_come_from(capsys):
     with pytest.raises(SystemExit):
         main(["adapt", "train-rwr", "--help"])
     rwr = " ".join(capsys.readouterr().out.split())
-    assert "as Lee et al." in rwr and "(ours)" in rwr and "(default unet)" in rwr
+    assert "as Lee et al." in rwr and "(ours)" in rwr and "(default: unet)" in rwr
     with pytest.raises(SystemExit):
         main(["adapt", "train-lora", "--help"])
     lora = " ".join(capsys.readouterr().out.split())
@@ -153,7 +158,7 @@ def test_lora_without_regularisation_says_so(tmp_path, shapes_data, tiny_sd, cap
     from prefalign.adapt.lora import NO_REGULARIZATION_NOTE, train_lora
 
     with caplog.at_level("WARNING"):
-        out = train_lora(lora_config(shapes_data, tiny_sd, tmp_path / "plain", steps=1))
+        out = train_lora(lora_config(shapes_data, tiny_sd, tmp_path / "plain", max_steps=1))
     assert NO_REGULARIZATION_NOTE in caplog.text
     info = json.loads((out / "prefalign_adapter.json").read_text())
     assert info["recipe_notes"] == [NO_REGULARIZATION_NOTE] and info["regularization_pairs"] == 0
@@ -170,7 +175,7 @@ def test_lora_without_regularisation_says_so(tmp_path, shapes_data, tiny_sd, cap
     save_dataset(records, tmp_path / "with-reg")
     caplog.clear()
     with caplog.at_level("WARNING"):
-        out = train_lora(lora_config(tmp_path / "with-reg", tiny_sd, tmp_path / "reg", steps=1))
+        out = train_lora(lora_config(tmp_path / "with-reg", tiny_sd, tmp_path / "reg", max_steps=1))
     assert NO_REGULARIZATION_NOTE not in caplog.text
     info = json.loads((out / "prefalign_adapter.json").read_text())
     assert info["recipe_notes"] == [] and info["regularization_pairs"] > 0

@@ -53,14 +53,14 @@ def _config(data, prior, base, out, **overrides):
         data=str(data),
         prior_data=None if prior is None else str(prior),
         base=str(base),
-        out=str(out),
-        steps=2,
-        batch_size=2,
+        output_dir=str(out),
+        max_steps=2,
+        per_device_train_batch_size=2,
         resolution=32,
         rank=4,
         learning_rate=1e-3,
-        checkpoint_every=0,
-        log_every=1,
+        save_steps=0,
+        logging_steps=1,
         beta=0.5,
         cpu=True,
     )
@@ -73,7 +73,7 @@ def test_lora_run_logs_both_terms(tmp_path, half_rated, shapes_data, tiny_sd):
         _config(half_rated, shapes_data, tiny_sd, tmp_path / "rwr", train="lora"),
         reward=lambda im, p: torch.full((len(im),), 0.5),
     )
-    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
     assert all("prior_mse" in r and "model_mse" in r for r in log)
     info = json.loads((out / "prefalign_adapter.json").read_text())
     assert info["method"] == "reward-weighted" and info["identifier"] is None

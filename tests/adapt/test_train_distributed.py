@@ -34,7 +34,7 @@ def worker(rank: int, world: int, port: int, data: str, base: str, out: str) -> 
     from prefalign.data import load_dataset
 
     trainer = DiffusionFineTuner(
-        lora_config(data, base, out, steps=2, batch_size=4, max_grad_norm=0),
+        lora_config(data, base, out, max_steps=2, per_device_train_batch_size=2, max_grad_norm=0),
         examples_from_dataset(load_dataset(data)),
     )
     trainer.train()
@@ -50,7 +50,14 @@ def test_two_processes_train_the_one_process_adapter(tmp_path, shapes_data, tiny
     from prefalign.adapt.lora import train_lora
 
     one = train_lora(
-        lora_config(shapes_data, tiny_sd, tmp_path / "one", steps=2, batch_size=4, max_grad_norm=0)
+        lora_config(
+            shapes_data,
+            tiny_sd,
+            tmp_path / "one",
+            max_steps=2,
+            per_device_train_batch_size=4,
+            max_grad_norm=0,
+        )
     )
     two = tmp_path / "two"
     mp.spawn(worker, args=(2, _free_port(), str(shapes_data), str(tiny_sd), str(two)), nprocs=2, join=True)

@@ -64,10 +64,10 @@ def test_two_processes_match_one_process_with_the_global_batch(tiny_clip32, smal
         "train",
         "scorer",
         *common,
-        "--batch-size",
+        "--per_device_train_batch_size",
         "2",
         "--cpu",
-        "--out",
+        "--output_dir",
         str(out2),
     ]
     env = dict(
@@ -79,7 +79,9 @@ def test_two_processes_match_one_process_with_the_global_batch(tiny_clip32, smal
     assert "on 2 process(es)" in done.stderr
 
     one = PreferenceTrainer(
-        tiny_preference_config(small_choice_data, tiny_clip32, tmp_path / "one", batch_size=4, max_steps=4)
+        tiny_preference_config(
+            small_choice_data, tiny_clip32, tmp_path / "one", per_device_train_batch_size=4, max_steps=4
+        )
     ).train()
     rows = [json.loads(line) for line in (out2 / "training_log.jsonl").read_text().splitlines()]
     two_losses = [r["loss"] for r in rows if r["type"] == "train"]

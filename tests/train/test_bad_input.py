@@ -76,7 +76,7 @@ def test_bad_records_are_skipped_and_counted(make_data, tiny_clip32, tmp_path):
     ]
     data = make_data(ok_records(6) + bad)
     config = tiny_preference_config(
-        data, tiny_clip32, tmp_path / "out", batch_size=9, max_steps=2, eval_fraction=0
+        data, tiny_clip32, tmp_path / "out", per_device_train_batch_size=9, max_steps=2, eval_fraction=0
     )
     result = PreferenceTrainer(config).train()
     skipped = result.skipped
@@ -108,7 +108,12 @@ def test_existing_output_and_bad_settings_fail_before_anything_loads(make_data, 
     with pytest.raises(TrainConfigError, match="already exists"):
         PreferenceTrainer(tiny_preference_config(data, tiny_clip32, tmp_path / "out")).train()
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
-    for bad in ({"batch_size": 0}, {"eval_fraction": 1.5}, {"vision_blocks": -2}, {"data": ""}):
+    for bad in (
+        {"per_device_train_batch_size": 0},
+        {"eval_fraction": 1.5},
+        {"vision_blocks": -2},
+        {"data": ""},
+    ):
         config = tiny_preference_config(data, tiny_clip32, tmp_path / "x")
         for name, value in bad.items():
             setattr(config, name, value)
@@ -121,12 +126,14 @@ def test_yaml_config_refuses_unknown_options(tmp_path):
     from prefalign.train import PreferenceConfig
 
     path = tmp_path / "recipe.yaml"
-    path.write_text("data: d\nout: o\nlearning_rate: 0.001\nlearnig_rate: 0.1\n")
+    path.write_text("data: d\noutput_dir: o\nlearning_rate: 0.001\nlearnig_rate: 0.1\n")
     with pytest.raises(TrainConfigError, match="learnig_rate"):
         PreferenceConfig.from_yaml(path)
-    path.write_text("data: d\nout: o\nlearning-rate: 1e-3\nmax_steps: 5\n")  # YAML reads 1e-3 as a string
+    path.write_text(
+        "data: d\noutput_dir: o\nlearning-rate: 1e-3\nmax_steps: 5\n"
+    )  # YAML reads 1e-3 as a string
     config = PreferenceConfig.from_yaml(path, max_steps=7)
     assert config.learning_rate == 0.001 and config.max_steps == 7
-    path.write_text("data: d\nout: o\nbatch_size: many\n")
-    with pytest.raises(TrainConfigError, match="batch_size must be a whole number"):
+    path.write_text("data: d\noutput_dir: o\nper_device_train_batch_size: many\n")
+    with pytest.raises(TrainConfigError, match="per_device_train_batch_size must be a whole number"):
         PreferenceConfig.from_yaml(path)

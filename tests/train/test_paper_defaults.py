@@ -92,7 +92,13 @@ def _scale_run(tiny_clip32, small_choice_data, out, **overrides):
             clip.logit_scale.fill_(math.log(1000.0))
 
     config = tiny_preference_config(
-        small_choice_data, tiny_clip32, out, learning_rate=1.0, max_steps=4, batch_size=4, **overrides
+        small_choice_data,
+        tiny_clip32,
+        out,
+        learning_rate=1.0,
+        max_steps=4,
+        per_device_train_batch_size=4,
+        **overrides,
     )
     PreferenceTrainer(config, callbacks=[push]).train()
     return seen
@@ -111,9 +117,9 @@ def test_parsed_cli_defaults_are_the_papers():
 
     parser = argparse.ArgumentParser()
     cli_train.register(parser.add_subparsers())
-    args = parser.parse_args(["train", "scorer", "--data", "d", "--out", "o"])
+    args = parser.parse_args(["train", "scorer", "--data", "d", "--output_dir", "o"])
     config = cli_train.config_from_args(args.config_cls, args)
     assert (config.learning_rate, config.weight_decay) == (1.7e-5, 3.1e-3)
     assert (config.vision_blocks, config.text_blocks, config.unlock_semantics) == (10, 6, "paper")
-    assert (config.batch_size, config.num_epochs, config.preprocess) == (5, 1, "pad")
+    assert (config.per_device_train_batch_size, config.num_train_epochs, config.preprocess) == (5, 1, "pad")
     assert config.max_logit_scale == 100.0

@@ -154,7 +154,7 @@ def test_scorer_trains_under_paper_defaults_except_size(tiny_clip32, small_choic
         tmp_path / "out",
         learning_rate=1.7e-5,
         weight_decay=3.1e-3,
-        batch_size=5,
+        per_device_train_batch_size=5,
         max_steps=0,
     )
     config.vision_blocks, config.text_blocks = 10, 6  # more than the tiny towers have: all blocks

@@ -34,7 +34,9 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_matches_an_uninterrupted_run(
 ):
     # 30 training records in batches of 4: 8 steps per epoch, so 12 steps cross an epoch boundary.
     def config(out, **kw):
-        return tiny_preference_config(small_choice_data, tiny_clip32, out, batch_size=4, max_steps=12, **kw)
+        return tiny_preference_config(
+            small_choice_data, tiny_clip32, out, per_device_train_batch_size=4, max_steps=12, **kw
+        )
 
     reference = PreferenceTrainer(config(tmp_path / "a")).train()
 
@@ -44,7 +46,7 @@ def test_ctrl_c_leaves_a_checkpoint_and_resume_matches_an_uninterrupted_run(
     assert not (tmp_path / "b").exists()  # no half-trained model directory
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
-    resumed = PreferenceTrainer(config(tmp_path / "b", resume="latest")).train()
+    resumed = PreferenceTrainer(config(tmp_path / "b", resume_from_checkpoint="latest")).train()
     assert losses(resumed) == losses(reference)
     assert resumed.eval_after == reference.eval_after
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
@@ -58,7 +60,7 @@ def test_resume_from_a_periodic_checkpoint_of_the_reward_model(
 
     def config(out, **kw):
         return tiny_reward_config(
-            small_rating_data, preference.model_dir, out, batch_size=16, max_steps=14, **kw
+            small_rating_data, preference.model_dir, out, per_device_train_batch_size=16, max_steps=14, **kw
         )
 
     reference = RewardTrainer(config(tmp_path / "a"), family=shape_family).train()
@@ -72,7 +74,8 @@ def test_resume_from_a_periodic_checkpoint_of_the_reward_model(
     assert [p.name for p in found] == ["step-0000008", "step-0000009"]  # step 4 pruned by the limit
 
     resumed = RewardTrainer(
-        config(tmp_path / "b", save_steps=4, save_total_limit=2, resume=str(found[0])), family=shape_family
+        config(tmp_path / "b", save_steps=4, save_total_limit=2, resume_from_checkpoint=str(found[0])),
+        family=shape_family,
     ).train()
     assert losses(resumed) == losses(reference)
     a, b = load_file(tmp_path / "a" / "head.safetensors"), load_file(tmp_path / "b" / "head.safetensors")
@@ -88,11 +91,13 @@ def test_resume_refuses_other_settings_or_a_missing_checkpoint(tiny_clip32, smal
         tmp_path / "m2",
         max_steps=3,
         learning_rate=5e-4,
-        resume=str(tmp_path / "m.checkpoints" / "step-0000002"),
+        resume_from_checkpoint=str(tmp_path / "m.checkpoints" / "step-0000002"),
     )
     with pytest.raises(TrainConfigError, match="learning_rate"):
         PreferenceTrainer(changed).train()
     with pytest.raises(TrainConfigError, match="no checkpoint"):
         PreferenceTrainer(
-            tiny_preference_config(small_choice_data, tiny_clip32, tmp_path / "new", resume="latest")
+            tiny_preference_config(
+                small_choice_data, tiny_clip32, tmp_path / "new", resume_from_checkpoint="latest"
+            )
         ).train()

@@ -39,16 +39,24 @@ def test_every_config_field_is_an_option(kind, config_cls, capsys):
 def test_train_scorer_from_a_yaml_recipe_with_overrides(tiny_clip32, small_choice_data, tmp_path, capsys):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
-        f"data: {small_choice_data}\nbase: {tiny_clip32}\nbatch_size: 4\nmax_steps: 5\nseed: 3\n"
+        f"data: {small_choice_data}\nbase: {tiny_clip32}\nper_device_train_batch_size: 4\nmax_steps: 5\nseed: 3\n"
     )
     out = tmp_path / "model"
     assert (
-        main(["train", "scorer", "--config", str(recipe), *TINY, "--max-steps", "2", "--out", str(out)]) == 0
+        main(
+            ["train", "scorer", "--config", str(recipe), *TINY, "--max-steps", "2", "--output_dir", str(out)]
+        )
+        == 0
     )
     captured = capsys.readouterr()
     assert "wrote" in captured.out and "held-out accuracy" in captured.err
     used = PreferenceConfig.from_yaml(out / "training_config.yaml")
-    assert (used.max_steps, used.batch_size, used.seed, used.vision_blocks) == (2, 4, 3, 1)  # flag beats file
+    assert (used.max_steps, used.per_device_train_batch_size, used.seed, used.vision_blocks) == (
+        2,
+        4,
+        3,
+        1,
+    )  # flag beats file
     assert load_scorer(out, device="cpu").kind == "hps"
 
 
@@ -59,7 +67,7 @@ def test_train_reward_from_the_command_line(trained_preference, small_rating_dat
     out = tmp_path / "reward"
     args = ["train", "reward", "--data", str(small_rating_data), "--base", str(preference.model_dir)]
     args += [
-        "--out",
+        "--output_dir",
         str(out),
         "--family",
         str(family),
@@ -88,7 +96,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, tiny_clip32, capsys):
                 str(empty),
                 "--base",
                 str(tiny_clip32),
-                "--out",
+                "--output_dir",
                 str(tmp_path / "o"),
             ]
         )
@@ -98,7 +106,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, tiny_clip32, capsys):
     assert main(["train", "scorer", "--base", str(tiny_clip32)]) == 2
     assert "data is required" in capsys.readouterr().err
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("data: x\nout: y\nbatchsize: 3\n")
+    recipe.write_text("data: x\noutput_dir: y\nbatchsize: 3\n")
     assert main(["train", "reward", "--config", str(recipe)]) == 2
     assert "batchsize" in capsys.readouterr().err
 
@@ -125,15 +133,15 @@ def test_ctrl_c_from_the_command_line_exits_130_with_the_checkpoint(
         str(small_choice_data),
         "--base",
         str(tiny_clip32),
-        "--out",
+        "--output_dir",
         str(out),
         *TINY,
     ]
     assert main([*args, "--max-steps", "4"]) == 130
-    assert "--resume" in capsys.readouterr().err
+    assert "--resume_from_checkpoint" in capsys.readouterr().err
     assert (tmp_path / "m.checkpoints" / "step-0000001").is_dir()
     monkeypatch.setattr(Trainer, "_reduce_metrics", original)
-    assert main([*args, "--max-steps", "4", "--resume"]) == 0
+    assert main([*args, "--max-steps", "4", "--resume_from_checkpoint"]) == 0
     assert (
         len([line for line in (out / "training_log.jsonl").read_text().splitlines() if '"train"' in line])
         == 4

@@ -15,8 +15,10 @@ where its default comes from:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from prefalign.training.config import LR_SCHEDULERS, ConfigError, TrainingConfig, option
 
 # Stable Diffusion's own defaults, which HPS and Lee et al. generate with.
 DEFAULT_STEPS = 50
@@ -29,75 +31,93 @@ CROP_MODES = ("random", "center")
 REWARD_TRANSFORMS = ("auto", "sigmoid", "minmax", "none")
 
 
-@dataclass
-class DiffusionTrainingConfig:
-    """What every ε-prediction fine-tuning run needs."""
+# Old option names (before issue 13) -> the shared names; accepted for one release with a warning.
+ADAPT_DEPRECATED = {
+    "out": "output_dir",
+    "steps": "max_steps",
+    "batch_size": "per_device_train_batch_size",  # was global: divided by processes x accumulation
+    "checkpoint_every": "save_steps",
+    "keep_checkpoints": "save_total_limit",
+    "resume": "resume_from_checkpoint",
+    "log_every": "logging_steps",
+}
 
-    data: str = field(
-        metadata={"help": "image-caption dataset: each image is a training pair with its record's prompt"}
-    )
-    base: str = field(
-        metadata={
-            "help": "Stable Diffusion 1.x: a diffusers directory, a hub id, or one .safetensors/.ckpt file"
+
+@dataclass
+class DiffusionTrainingConfig(TrainingConfig):
+    """What every ε-prediction fine-tuning run needs, on top of the shared ``TrainingConfig``."""
+
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset(
+        {
+            "num_train_epochs",
+            "lr_scheduler_type",
+            "warmup_steps",
+            "eval_steps",
+            "dataloader_num_workers",
+            "report_to",
         }
     )
-    out: str = field(metadata={"help": "output directory: adapter (or UNet), checkpoints/, train_log.jsonl"})
-    steps: int = field(default=10_000, metadata={"help": "optimizer steps"})
-    batch_size: int = field(
-        default=40,
-        metadata={"help": "pairs per optimizer step, over all processes and accumulation steps"},
-    )
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "split each step's batch into this many forward/backward passes"}
-    )
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (constant schedule)"})
-    weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay"})
-    max_grad_norm: float = field(
-        default=1.0,
-        metadata={"help": "clip gradients to this norm (0: no clipping; diffusers' scripts: 1.0)"},
-    )
-    resolution: int = field(
-        default=512,
-        metadata={
-            "help": "training images: shorter side resized to this (bilinear), then cropped to a square "
-            "(the authors' script: 512)"
-        },
-    )
-    center_crop: bool = field(
-        default=False,
-        metadata={
-            "help": "crop the centre instead of a random square (the authors' script crops at random unless "
-            "--center_crop)"
-        },
-    )
-    rank: int = field(default=32, metadata={"help": "LoRA rank (HPS section 6: 32)"})
-    lora_alpha: float | None = field(
-        default=None, metadata={"help": "LoRA alpha (default: the rank, i.e. scale 1)"}
-    )
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "recompute UNet activations in the backward pass to save memory"}
-    )
-    mixed_precision: str = field(
-        default="no", metadata={"help": "accelerate's mixed precision", "choices": ("no", "fp16", "bf16")}
-    )
-    seed: int = field(default=0, metadata={"help": "seeds the LoRA init, data order, noise and timesteps"})
-    checkpoint_every: int = field(
-        default=500, metadata={"help": "save a resumable checkpoint every N steps (0: never)"}
-    )
-    keep_checkpoints: int = field(default=2, metadata={"help": "keep only the newest N checkpoints"})
-    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in --out"})
-    merge: bool = field(
-        default=False, metadata={"help": "also save the base with the LoRA fused in, under OUT/merged"}
-    )
-    log_every: int = field(default=50, metadata={"help": "log the loss every N steps"})
-    cpu: bool = field(default=False, metadata={"help": "train on the CPU even if a GPU is available"})
+    DEPRECATED: ClassVar[dict[str, str]] = ADAPT_DEPRECATED
+    BATCH_SIZE_WAS_GLOBAL: ClassVar[bool] = True
 
-    @classmethod
-    def field_help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+    data: str = option("", "image-caption dataset: each image is a training pair with its record's prompt")
+    base: str = option(
+        "", "Stable Diffusion 1.x: a diffusers directory, a hub id, or one .safetensors/.ckpt file"
+    )
+    output_dir: str = option("", "output directory: adapter (or UNet), checkpoints/, training_log.jsonl")
+    max_steps: int = option(10_000, "optimizer steps")
+    per_device_train_batch_size: int = option(
+        40,
+        "pairs per forward pass on each process; an optimizer step sees this x processes x "
+        "gradient_accumulation_steps",
+    )
+    learning_rate: float = option(1e-5, "AdamW learning rate (constant schedule)")
+    lr_scheduler_type: str = option(
+        "constant", "learning-rate schedule: constant (the authors' script)", choices=LR_SCHEDULERS
+    )
+    weight_decay: float = option(1e-2, "AdamW weight decay")
+    max_grad_norm: float = option(
+        1.0, "clip gradients to this norm (0: no clipping; diffusers' scripts: 1.0)"
+    )
+    resolution: int = option(
+        512,
+        "training images: shorter side resized to this (bilinear), then cropped to a square (the authors' "
+        "script: 512)",
+    )
+    center_crop: bool = option(
+        False,
+        "crop the centre instead of a random square (the authors' script crops at random unless --center_crop)",
+    )
+    rank: int = option(32, "LoRA rank (HPS section 6: 32)")
+    lora_alpha: float | None = option(None, "LoRA alpha (default: the rank, i.e. scale 1)")
+    gradient_checkpointing: bool = option(
+        False, "recompute UNet activations in the backward pass to save memory"
+    )
+    seed: int = option(0, "seeds the LoRA init, data order, noise and timesteps (ours: 0)")
+    save_total_limit: int = option(2, "keep only the newest N checkpoints (0: keep all; ours: 2)")
+    resume_from_checkpoint: str | None = option(
+        None,
+        "continue from a checkpoint: 'latest' (the bare flag: the newest in OUTPUT_DIR/checkpoints) or a "
+        "checkpoint directory",
+        nargs="?",
+        const="latest",
+    )
+    merge: bool = option(False, "also save the base with the LoRA fused in, under OUTPUT_DIR/merged")
+    logging_steps: int = option(50, "log the loss every N steps (ours: 50)")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for a value that cannot work, before anything loads."""
+        super().validate()
+        if not self.base:
+            raise ConfigError("base is required (--base, here or in --config)")
+        if self.max_steps < 1:
+            raise ConfigError(
+                f"max_steps must be at least 1, got {self.max_steps} (this trainer counts steps)"
+            )
+
+    def global_batch_size(self, num_processes: int) -> int:
+        """Pairs per optimizer step over all processes and accumulation passes."""
+        return self.per_device_train_batch_size * num_processes * self.gradient_accumulation_steps
 
 
 @dataclass
@@ -108,12 +128,12 @@ class LoraTrainingConfig(DiffusionTrainingConfig):
     the paper (rank 32) where the script leaves it at the script's default.
     """
 
-    steps: int = field(default=10_000, metadata={"help": "optimizer steps (the authors' script: 10000)"})
-    batch_size: int = field(
+    max_steps: int = field(default=10_000, metadata={"help": "optimizer steps (the authors' script: 10000)"})
+    per_device_train_batch_size: int = field(
         default=40,
         metadata={
-            "help": "pairs per optimizer step, over all processes and accumulation steps (the authors' script: "
-            "40 per GPU)"
+            "help": "pairs per forward pass on each process; an optimizer step sees this x processes x "
+            "gradient_accumulation_steps (the authors' script: 40 per GPU)"
         },
     )
     learning_rate: float = field(
@@ -142,11 +162,12 @@ class RewardWeightedConfig(DiffusionTrainingConfig):
     decay and β are this toolkit's choices ("ours"), not values taken from the paper.
     """
 
-    steps: int = field(default=10_000, metadata={"help": "optimizer steps (ours)"})
-    batch_size: int = field(
+    max_steps: int = field(default=10_000, metadata={"help": "optimizer steps (ours)"})
+    per_device_train_batch_size: int = field(
         default=64,
         metadata={
-            "help": "model-generated pairs per optimizer step, over all processes and accumulation steps (ours)"
+            "help": "model-generated pairs per forward pass on each process; an optimizer step sees this x "
+            "processes x gradient_accumulation_steps (ours)"
         },
     )
     learning_rate: float = field(
@@ -179,7 +200,11 @@ class RewardWeightedConfig(DiffusionTrainingConfig):
     )
     beta: float = field(default=1.0, metadata={"help": "weight β of the pre-training loss (ours)"})
     prior_batch_size: int | None = field(
-        default=None, metadata={"help": "pre-training pairs per step (default: --batch-size)"}
+        default=None,
+        metadata={
+            "help": "pre-training pairs per optimizer step over all processes and accumulation passes "
+            "(default: the global batch, per_device_train_batch_size x processes x gradient_accumulation_steps)"
+        },
     )
     train: str = field(
         default="unet",

@@ -35,7 +35,7 @@ from prefalign.data.dataset import Dataset
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
-TRAIN_LOG_FILE = "train_log.jsonl"
+TRAIN_LOG_FILE = "training_log.jsonl"  # the same name as train/ (issue 13)
 # Stream ids that keep the random draws of the two data streams independent.
 _MODEL_STREAM, _PRIOR_STREAM = 0, 1
 
@@ -125,7 +125,8 @@ class DiffusionFineTuner:
         beta: weight of the pre-training term.
         train: ``lora`` (an adapter on the attention projections) or ``unet`` (every weight).
         info: provenance written with the result (method, identifier...).
-        prior_batch_size: pre-training pairs per step (default: ``config.batch_size``).
+        prior_batch_size: pre-training pairs per optimizer step over all processes and passes
+            (default: the global batch, ``config.global_batch_size(processes)``).
     """
 
     def __init__(
@@ -145,16 +146,15 @@ class DiffusionFineTuner:
             raise AdaptError(f"train must be one of {', '.join(TRAIN_TARGETS)}, got {train!r}")
         if config.merge and train != "lora":
             raise AdaptError("--merge fuses a LoRA adapter; a full-UNet run already saves a whole pipeline")
-        if config.steps < 1 or config.batch_size < 1 or config.gradient_accumulation_steps < 1:
-            raise AdaptError("steps, batch size and gradient accumulation steps must be at least 1")
+        config.validate()
         self.config = config
         self.examples = examples
         self.prior = prior or []
         self.beta = beta
         self.train_target = train
         self.info = dict(info or {})
-        self.prior_batch_size = prior_batch_size or config.batch_size
-        self.out = Path(config.out)
+        self.prior_batch_size = prior_batch_size
+        self.out = Path(config.output_dir)
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -168,12 +168,9 @@ class DiffusionFineTuner:
         )
         acc = self.accelerator
         passes = cfg.gradient_accumulation_steps * acc.num_processes
-        if cfg.batch_size % passes:
-            raise AdaptError(
-                f"batch size {cfg.batch_size} is not divisible by gradient accumulation steps x processes ({passes})"
-            )
-        self.micro_batch = cfg.batch_size // passes
-        self.prior_micro_batch = max(1, self.prior_batch_size // passes) if self.prior else 0
+        self.micro_batch = cfg.per_device_train_batch_size
+        prior_global = self.prior_batch_size or cfg.global_batch_size(acc.num_processes)
+        self.prior_micro_batch = max(1, prior_global // passes) if self.prior else 0
 
         self.sd: SDComponents = load_components(cfg.base)
         unet = self.sd.unet
@@ -228,7 +225,8 @@ class DiffusionFineTuner:
             )
             shutil.rmtree(path, ignore_errors=True)
             tmp.rename(path)
-            for old in self._checkpoint_dirs()[: -max(1, self.config.keep_checkpoints)]:
+            limit = self.config.save_total_limit
+            for old in self._checkpoint_dirs()[:-limit] if limit else []:
                 shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         return path
@@ -236,10 +234,18 @@ class DiffusionFineTuner:
     def _resume(self) -> int:
         from safetensors.torch import load_file
 
-        dirs = self._checkpoint_dirs()
-        if not dirs:
-            raise AdaptError(f"{self.out}: --resume given but no checkpoint in {CHECKPOINTS_DIR}/")
-        path = dirs[-1]
+        wanted = self.config.resume_from_checkpoint
+        if wanted and wanted != "latest":
+            path = Path(wanted)
+            if not (path / "state.json").is_file():
+                raise AdaptError(f"{path}: not a checkpoint of this trainer (no state.json)")
+        else:
+            dirs = self._checkpoint_dirs()
+            if not dirs:
+                raise AdaptError(
+                    f"{self.out}: --resume_from_checkpoint given but no checkpoint in {CHECKPOINTS_DIR}/"
+                )
+            path = dirs[-1]
         weights = load_file(path / "trainable.safetensors")
         if set(weights) != set(self.trainable):
             raise AdaptError(
@@ -295,18 +301,19 @@ class DiffusionFineTuner:
 
     # ------------------------------------------------------------------ loop
     def train(self) -> Path:
-        """Run to ``config.steps`` and save the result; returns the output directory."""
+        """Run to ``config.max_steps`` and save the result; returns the output directory."""
         self._setup()
         cfg, acc = self.config, self.accelerator
         self.out.mkdir(parents=True, exist_ok=True)
-        start = self._resume() if cfg.resume else 0
-        if not cfg.resume and self._checkpoint_dirs():
+        start = self._resume() if cfg.resume_from_checkpoint else 0
+        if not cfg.resume_from_checkpoint and self._checkpoint_dirs():
             raise AdaptError(
-                f"{self.out}: has checkpoints from an earlier run; pass --resume or use a new --out"
+                f"{self.out}: has checkpoints from an earlier run; pass --resume_from_checkpoint or use a new "
+                "--output_dir"
             )
         log_file = self.out / TRAIN_LOG_FILE
         t0 = time.perf_counter()
-        for step in range(start, cfg.steps):
+        for step in range(start, cfg.max_steps):
             record: dict[str, float] = {}
             for micro in range(cfg.gradient_accumulation_steps):
                 with acc.accumulate(self.unet):
@@ -324,12 +331,12 @@ class DiffusionFineTuner:
             if not math.isfinite(record["loss"]):
                 raise AdaptError(f"loss became {record['loss']} at step {step + 1}; lower the learning rate")
             done = step + 1
-            if acc.is_main_process and (done % max(1, cfg.log_every) == 0 or done == cfg.steps):
+            if acc.is_main_process and (done % cfg.logging_steps == 0 or done == cfg.max_steps):
                 record.update(step=done, seconds=round(time.perf_counter() - t0, 3))
                 with log_file.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
-                logger.info("step %d/%d loss %.5f", done, cfg.steps, record["loss"])
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                logger.info("step %d/%d loss %.5f", done, cfg.max_steps, record["loss"])
+            if cfg.save_steps and done % cfg.save_steps == 0 and done < cfg.max_steps:
                 self.save_checkpoint(done)
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -340,7 +347,7 @@ class DiffusionFineTuner:
     def _save_result(self) -> None:
         cfg = self.config
         unet = self.accelerator.unwrap_model(self.unet)
-        info = {**self.info, "base": str(cfg.base), "steps": cfg.steps, "config": cfg.to_dict()}
+        info = {**self.info, "base": str(cfg.base), "steps": cfg.max_steps, "config": cfg.to_dict()}
         if self.train_target == "lora":
             save_lora_adapter(unet, self.out, info)
             if cfg.merge:

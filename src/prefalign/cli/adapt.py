@@ -1,20 +1,18 @@
 """``prefalign adapt``: HPS-guided selection, LoRA with the identifier, reward-weighted fine-tuning.
 
-Trainer options are generated from the config dataclasses (``prefalign.adapt.config``), so each
-default and help text lives in one place.
+Trainer options are generated from the config dataclasses (``prefalign.adapt.config``, on
+``prefalign.training.TrainingConfig``) by ``transformers.HfArgumentParser``
+(``prefalign.training.arguments``), so each default and help text lives in one place.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import types
-import typing
-from typing import Any
 
 from prefalign.cli.common import add_precision_arg
 from prefalign.cli.main import CommandError
+from prefalign.training.arguments import add_trainer_parser, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -177,107 +175,23 @@ def run_select(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- trainers
-def add_config_args(p: argparse.ArgumentParser, config_cls: type) -> None:
-    """One option per dataclass field (its type, default and ``metadata['help']``), plus --config.
-
-    Options left off the command line are absent from the parsed namespace (``SUPPRESS``), so
-    :func:`config_from_args` can tell them from values given, and a --config file fills them.
-    """
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="a YAML or JSON recipe of these options (underscores or dashes); the command line overrides it",
-    )
-    hints = typing.get_type_hints(config_cls)
-    for f in dataclasses.fields(config_cls):
-        flag = "--" + f.name.replace("_", "-")
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        help_text = f.metadata.get("help", "") + (" (required, here or in --config)" if required else "")
-        kind = _base_type(hints[f.name])
-        if kind is bool:
-            p.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_text)
-            continue
-        shown = "" if required or f.default is None else f" (default {f.default})"
-        p.add_argument(
-            flag,
-            type=kind,
-            default=argparse.SUPPRESS,
-            choices=f.metadata.get("choices"),
-            help=help_text + shown,
-        )
-
-
-def _base_type(hint: Any) -> type:
-    """``int | None`` -> int; plain types as they are."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        inner = [a for a in typing.get_args(hint) if a is not type(None)]
-        return inner[0]
-    return hint
-
-
-def read_recipe(path: str) -> dict[str, Any]:
-    """A --config file as a dict with underscore keys (YAML needs PyYAML; JSON always works)."""
-    import json
-    from pathlib import Path
-
-    file = Path(path)
-    if not file.is_file():
-        raise CommandError(f"{path}: no such config file")
-    text = file.read_text(encoding="utf-8")
-    if file.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"{path}: not valid JSON ({exc})") from None
-    else:
-        try:
-            import yaml
-        except ModuleNotFoundError:
-            raise CommandError(
-                f"{path}: YAML recipes need PyYAML (pip install 'prefalign[train]'), or use JSON"
-            ) from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise CommandError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise CommandError(f"{path}: expected a mapping of option names to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
-
-
-def config_from_args(config_cls: type, args: argparse.Namespace):
-    """The config from dataclass defaults, then the --config file, then the command line."""
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    values: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        values = read_recipe(args.config)
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise CommandError(f"{args.config}: unknown options {', '.join(unknown)}")
-    values.update({k: v for k, v in vars(args).items() if k in names})
-    missing = [
-        f"--{f.name.replace('_', '-')}"
-        for f in dataclasses.fields(config_cls)
-        if f.name not in values and f.default is dataclasses.MISSING
-    ]
-    if missing:
-        raise CommandError(f"{', '.join(missing)} required (on the command line or in --config)")
-    return config_cls(**values)
-
-
 def _check_out(config) -> None:
     from pathlib import Path
 
-    out = Path(config.out)
-    if out.exists() and any(out.iterdir()) and not config.resume:
-        raise CommandError(f"{out}: exists and is not empty; use a new --out, or --resume a run")
+    out = Path(config.output_dir)
+    if out.exists() and any(out.iterdir()) and not config.resume_from_checkpoint:
+        raise CommandError(
+            f"{out}: exists and is not empty; use a new --output_dir, or --resume_from_checkpoint a run"
+        )
 
 
 def _register_train_lora(sub: argparse._SubParsersAction) -> None:
     from prefalign.adapt.config import LoraTrainingConfig
 
-    p = sub.add_parser(
+    p = add_trainer_parser(
+        sub,
         "train-lora",
+        LoraTrainingConfig,
         help="train a LoRA adapter on the selected set (HPS section 6)",
         description="Train a peft LoRA on the UNet's to_q, to_k, to_v, to_out.0 (base UNet, VAE and text "
         "encoder frozen) with the ε-prediction MSE. The paper's recipe mixes regularisation images (LAION, "
@@ -287,13 +201,13 @@ def _register_train_lora(sub: argparse._SubParsersAction) -> None:
         "(pytorch_lora_weights.safetensors, loadable by StableDiffusionPipeline.load_lora_weights) and "
         "prefalign_adapter.json with the identifier that `prefalign generate` uses as negative prompt.",
         epilog="examples:\n"
-        "  prefalign adapt train-lora --data selected --base sd-v1-4 --out lora\n"
-        "  accelerate launch -m prefalign.cli.main adapt train-lora --data selected --base sd-v1-4 --out lora\n"
-        "  prefalign adapt train-lora --data selected --base sd-v1-4 --out lora --resume\n"
-        "  prefalign adapt train-lora --config recipe.yaml --steps 2000   (the command line wins)",
+        "  prefalign adapt train-lora --data selected --base sd-v1-4 --output_dir lora\n"
+        "  accelerate launch -m prefalign.cli.main adapt train-lora --data selected --base sd-v1-4 "
+        "--output_dir lora\n"
+        "  prefalign adapt train-lora --data selected --base sd-v1-4 --output_dir lora --resume_from_checkpoint\n"
+        "  prefalign adapt train-lora --config recipe.yaml --max_steps 2000   (the command line wins)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_config_args(p, LoraTrainingConfig)
     p.set_defaults(func=run_train_lora)
 
 
@@ -302,6 +216,7 @@ def run_train_lora(args: argparse.Namespace) -> int:
     from prefalign.adapt.lora import train_lora
 
     config = config_from_args(LoraTrainingConfig, args)
+    config.validate()
     _check_out(config)
     out = train_lora(config)
     print(f"adapter saved to {out}", file=sys.stderr)
@@ -324,8 +239,10 @@ def _print_recipe_notes(out) -> None:
 def _register_train_rwr(sub: argparse._SubParsersAction) -> None:
     from prefalign.adapt.config import RewardWeightedConfig
 
-    p = sub.add_parser(
+    p = add_trainer_parser(
+        sub,
         "train-rwr",
+        RewardWeightedConfig,
         help="reward-weighted fine-tuning with a pre-training term (Lee et al.)",
         description="loss = mean r(x,z)·||ε − ε_θ(x_t, t, z)||² over model-generated pairs + β · mean "
         "||ε − ε_θ||² over pre-training pairs. Rewards are the records' human ratings where present, else "
@@ -335,12 +252,11 @@ def _register_train_rwr(sub: argparse._SubParsersAction) -> None:
         "toolkit's, not the paper's.",
         epilog="examples:\n"
         "  prefalign adapt train-rwr --data generated --reward models/reward --prior-data laion-subset \\\n"
-        "      --base sd-v1-5 --out rwr\n"
+        "      --base sd-v1-5 --output_dir rwr\n"
         "  prefalign adapt train-rwr --data generated --reward hps-v2 --reward-transform minmax --train lora \\\n"
-        "      --prior-data laion-subset --base sd-v1-5 --out rwr-lora",
+        "      --prior-data laion-subset --base sd-v1-5 --output_dir rwr-lora",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_config_args(p, RewardWeightedConfig)
     p.set_defaults(func=run_train_rwr)
 
 
@@ -349,6 +265,7 @@ def run_train_rwr(args: argparse.Namespace) -> int:
     from prefalign.adapt.reward_weighted import train_reward_weighted
 
     config = config_from_args(RewardWeightedConfig, args)
+    config.validate()
     _check_out(config)
     out = train_reward_weighted(config)
     print(f"saved to {out}", file=sys.stderr)

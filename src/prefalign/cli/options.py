@@ -34,6 +34,9 @@ def refuse_repeated_options(parser: argparse.ArgumentParser) -> None:
         if id(p) in seen:
             continue
         seen.add(id(p))
+        hooks = getattr(p, "on_populate", None)  # a parser filled in on first use (training.arguments)
+        if hooks is not None and refuse_repeated_options not in hooks:
+            hooks.append(refuse_repeated_options)
         for action in p._actions:
             if isinstance(action, argparse._SubParsersAction):
                 todo.extend(action.choices.values())

@@ -1,21 +1,19 @@
 """``prefalign train scorer|reward`` and ``prefalign data prompts compositional``.
 
 The training options are generated from the config dataclasses (``PreferenceConfig``,
-``RewardConfig``): one help text per field, and ``--config FILE.yaml`` sets any of them (options
-on the command line win over the file).
+``RewardConfig``, both on ``prefalign.training.TrainingConfig``) by ``transformers.HfArgumentParser``
+(``prefalign.training.arguments``): one help text per field, and ``--config FILE.yaml`` sets any
+of them (options on the command line win over the file).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import types
-import typing
 from pathlib import Path
-from typing import Any
 
 from prefalign.cli.main import CommandError
+from prefalign.training.arguments import add_trainer_parser, config_from_args
 
 TRAINERS = {
     "scorer": (
@@ -51,15 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     kinds = p.add_subparsers(dest="trainer", metavar="TRAINER", required=True)
     for kind, (config_path, _, help_text) in TRAINERS.items():
         config_cls = _import(config_path)
-        q = kinds.add_parser(
+        q = add_trainer_parser(
+            kinds,
             kind,
+            config_cls,
             help=help_text,
             description=(config_cls.__doc__ or "").strip().split("\n\n")[0].replace("\n    ", " "),
             epilog=_EPILOGS[kind],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        q.add_argument("--config", metavar="FILE.yaml", help="read options from a YAML file (option: value)")
-        add_config_arguments(q, config_cls)
         q.set_defaults(func=run_train, config_cls=config_cls, kind=kind)
 
 
@@ -104,62 +102,14 @@ def register_prompts(sub: argparse._SubParsersAction) -> None:
 
 _EPILOGS = {
     "scorer": "examples:\n"
-    "  prefalign train scorer --data my-choices --out models/my-hps            # the paper's defaults\n"
-    "  prefalign train scorer --data my-choices --base models/hps-v1 --out models/hps-ft --max-steps 2000\n"
-    "  prefalign train scorer --config recipe.yaml --resume                    # continue the latest checkpoint\n"
-    "  accelerate launch -m prefalign.cli.main train scorer --data my-choices --out models/my-hps",
+    "  prefalign train scorer --data my-choices --output_dir models/my-hps   # the paper's defaults\n"
+    "  prefalign train scorer --data my-choices --base models/hps-v1 --output_dir models/hps-ft --max_steps 2000\n"
+    "  prefalign train scorer --config recipe.yaml --resume_from_checkpoint   # continue the latest checkpoint\n"
+    "  accelerate launch -m prefalign.cli.main train scorer --data my-choices --output_dir models/my-hps",
     "reward": "examples:\n"
-    "  prefalign train reward --data my-labels --out models/my-reward\n"
-    "  prefalign train reward --data my-labels --family family.yaml --num-prompts 8 --out models/my-reward",
+    "  prefalign train reward --data my-labels --output_dir models/my-reward\n"
+    "  prefalign train reward --data my-labels --family family.yaml --num_prompts 8 --output_dir models/my-reward",
 }
-
-
-# ---------------------------------------------------------------------------- dataclass -> argparse
-def _unwrap_optional(tp: Any) -> Any:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    """One ``--option`` per field of a config dataclass, with the field's help text and default.
-
-    Defaults are suppressed in the namespace, so that only options given on the command line
-    override a ``--config`` file.
-    """
-    hints = config_cls.field_types()
-    for f in dataclasses.fields(config_cls):
-        tp = _unwrap_optional(hints[f.name])
-        extra = dict(f.metadata.get("cli") or {})
-        help_text = f.metadata.get("help", "").replace("%", "%%")
-        if f.default not in (None, "") and tp is not bool:
-            help_text += f" (default: {f.default})"
-        flag = "--" + f.name.replace("_", "-")
-        if tp is bool:
-            help_text += f" (default: {'on' if f.default else 'off'})"
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
-            )
-        else:
-            parser.add_argument(
-                flag,
-                type=tp,
-                default=argparse.SUPPRESS,
-                help=help_text,
-                metavar=f.name.upper() if "choices" not in extra else None,
-                **extra,
-            )
-
-
-def config_from_args(config_cls: type, args: argparse.Namespace):
-    """The config of a command: the dataclass defaults, then ``--config``, then the flags given."""
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    given = {k: v for k, v in vars(args).items() if k in names}
-    if getattr(args, "config", None):
-        return config_cls.from_yaml(args.config, **given)
-    return config_cls.from_dict(given)
 
 
 def run_train(args: argparse.Namespace) -> int:

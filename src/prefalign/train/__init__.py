@@ -4,7 +4,7 @@ Each method is a Trainer/Config pair; both write a model directory in the prefal
 ``load_scorer`` reads. Heavy modules load on first use.
 
     >>> from prefalign.train import PreferenceConfig, PreferenceTrainer
-    >>> PreferenceTrainer(PreferenceConfig(data="choices", out="models/mine")).train()  # doctest: +SKIP
+    >>> PreferenceTrainer(PreferenceConfig(data="choices", output_dir="models/mine")).train()  # doctest: +SKIP
 """
 
 from __future__ import annotations

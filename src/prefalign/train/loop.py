@@ -44,9 +44,11 @@ SUMMARY_FILE = "training_summary.json"
 # Options that may change between a run and its resumption without changing the results.
 RESUME_FREE_OPTIONS = frozenset(
     {
-        "resume",
+        "resume_from_checkpoint",
         "progress",
-        "num_workers",
+        "dataloader_num_workers",
+        "logging_steps",
+        "report_to",
         "overwrite",
         "save_steps",
         "save_total_limit",
@@ -61,7 +63,9 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __init__(self, checkpoint: Path):
         self.checkpoint = checkpoint
-        super().__init__(f"interrupted; checkpoint written to {checkpoint} (continue with --resume)")
+        super().__init__(
+            f"interrupted; checkpoint written to {checkpoint} (continue with --resume_from_checkpoint)"
+        )
 
 
 @dataclass
@@ -185,10 +189,10 @@ class Trainer:
         from accelerate.utils import set_seed
 
         cfg = self.config
-        out = Path(cfg.out)
+        out = Path(cfg.output_dir)
         if out.exists() and any(out.iterdir()) and not cfg.overwrite:
             raise TrainConfigError(f"{out}: already exists and is not empty (use --overwrite to replace it)")
-        resume_dir = self._find_resume_checkpoint() if cfg.resume else None
+        resume_dir = self._find_resume_checkpoint() if cfg.resume_from_checkpoint else None
 
         acc = self.accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
         set_seed(cfg.seed)
@@ -201,7 +205,7 @@ class Trainer:
             eps=cfg.adam_epsilon,
         )
         steps_per_epoch = len(self._epoch_loader(0))
-        total_steps = cfg.max_steps or cfg.num_epochs * steps_per_epoch
+        total_steps = cfg.max_steps or cfg.num_train_epochs * steps_per_epoch
         num_epochs = math.ceil(total_steps / steps_per_epoch)
         scheduler = self._scheduler(optimizer, total_steps)
         model, optimizer = acc.prepare(model, optimizer)
@@ -305,10 +309,10 @@ class Trainer:
         random.Random(f"{self.config.seed}:epoch:{epoch}").shuffle(order)
         loader = DataLoader(
             [self.train_examples[i] for i in order],
-            batch_size=self.config.batch_size,
+            batch_size=self.config.per_device_train_batch_size,
             shuffle=False,
             collate_fn=self.collate,
-            num_workers=self.config.num_workers,
+            num_workers=self.config.dataloader_num_workers,
         )
         acc = self.accelerator
         return prepare_data_loader(
@@ -324,7 +328,7 @@ class Trainer:
     def _scheduler(self, optimizer, total_steps: int):
         from transformers import get_scheduler
 
-        name = self.config.lr_scheduler
+        name = self.config.lr_scheduler_type
         if name == "constant" and self.config.warmup_steps:
             name = "constant_with_warmup"
         return get_scheduler(
@@ -416,13 +420,13 @@ class Trainer:
 
     def _find_resume_checkpoint(self) -> Path:
         cfg = self.config
-        if cfg.resume == "latest":
+        if cfg.resume_from_checkpoint == "latest":
             found = list_checkpoints(cfg.checkpoint_path)
             if not found:
-                raise TrainConfigError(f"--resume: no checkpoint in {cfg.checkpoint_path}")
+                raise TrainConfigError(f"--resume_from_checkpoint: no checkpoint in {cfg.checkpoint_path}")
             checkpoint = found[-1]
         else:
-            checkpoint = Path(cfg.resume)
+            checkpoint = Path(cfg.resume_from_checkpoint)
             if not (checkpoint / STATE_FILE).is_file():
                 raise TrainConfigError(f"{checkpoint}: not a checkpoint (no {STATE_FILE})")
         self._check_resume_config(checkpoint)
@@ -432,6 +436,8 @@ class Trainer:
         import yaml
 
         saved = yaml.safe_load((checkpoint / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+        # A checkpoint written before the shared vocabulary (issue 13) names its settings the old way.
+        saved = {self.config.DEPRECATED.get(k, k): v for k, v in saved.items()}
         now = self.config.to_dict()
         changed = sorted(k for k in now if k not in RESUME_FREE_OPTIONS and saved.get(k) != now[k])
         if changed:

@@ -63,7 +63,7 @@ class PreferenceTrainer(Trainer):
 
     Example:
         >>> from prefalign.train import PreferenceConfig, PreferenceTrainer
-        >>> cfg = PreferenceConfig(data="my-choices", out="models/my-hps")      # doctest: +SKIP
+        >>> cfg = PreferenceConfig(data="my-choices", output_dir="models/my-hps")      # doctest: +SKIP
         >>> result = PreferenceTrainer(cfg).train()                             # doctest: +SKIP
         >>> result.eval_after["eval_accuracy"]                                  # doctest: +SKIP
     """
@@ -171,8 +171,8 @@ class PreferenceTrainer(Trainer):
         model = acc.unwrap_model(model)
         mine = self.eval_examples[acc.process_index :: acc.num_processes]
         totals = torch.zeros(4, device=acc.device)  # hits, records, loss sum, chance sum
-        for start in range(0, len(mine), self.config.batch_size):
-            batch = self.collate(mine[start : start + self.config.batch_size])
+        for start in range(0, len(mine), self.config.per_device_train_batch_size):
+            batch = self.collate(mine[start : start + self.config.per_device_train_batch_size])
             batch = {k: v.to(acc.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             valid = batch["valid"]
             if not bool(valid.any()):

@@ -18,8 +18,8 @@ class RewardConfig(TrainConfig):
     """
 
     learning_rate: float = option(1e-4, "peak learning rate of AdamW")
-    batch_size: int = option(64, "images per optimizer step on each process")
-    num_epochs: int = option(
+    per_device_train_batch_size: int = option(64, "images per optimizer step on each process")
+    num_train_epochs: int = option(
         10, "passes over the training images (the MLP is small and the CLIP embeddings are cached)"
     )
     eval_steps: int = option(
