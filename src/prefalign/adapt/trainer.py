@@ -299,6 +299,19 @@ class DiffusionFineTuner:
         weights = torch.tensor([e.weight for e in batch], dtype=torch.float32, device=device)
         return per_sample_mse(prediction, target), weights
 
+    def _micro_loss(self, step: int, micro: int, record: dict[str, float]) -> torch.Tensor:
+        """The loss of one forward pass of ``step``; adds what explains it to ``record``.
+
+        Subclasses with another objective (Diffusion-DPO) override this one method.
+        """
+        model_mse, rewards = self._pass_errors(self.examples, step, micro, _MODEL_STREAM)
+        prior_mse = None
+        if self.prior and self.beta:
+            prior_mse, _ = self._pass_errors(self.prior, step, micro, _PRIOR_STREAM)
+        loss = reward_weighted_loss(model_mse, rewards, prior_mse, self.beta)
+        _accumulate_log(record, loss, model_mse, rewards, prior_mse, self.config.gradient_accumulation_steps)
+        return loss
+
     # ------------------------------------------------------------------ loop
     def train(self) -> Path:
         """Run to ``config.max_steps`` and save the result; returns the output directory."""
@@ -317,17 +330,12 @@ class DiffusionFineTuner:
             record: dict[str, float] = {}
             for micro in range(cfg.gradient_accumulation_steps):
                 with acc.accumulate(self.unet):
-                    model_mse, rewards = self._pass_errors(self.examples, step, micro, _MODEL_STREAM)
-                    prior_mse = None
-                    if self.prior and self.beta:
-                        prior_mse, _ = self._pass_errors(self.prior, step, micro, _PRIOR_STREAM)
-                    loss = reward_weighted_loss(model_mse, rewards, prior_mse, self.beta)
+                    loss = self._micro_loss(step, micro, record)
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.max_grad_norm > 0:
                         acc.clip_grad_norm_(list(self.trainable.values()), cfg.max_grad_norm)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
-                _accumulate_log(record, loss, model_mse, rewards, prior_mse, cfg.gradient_accumulation_steps)
             if not math.isfinite(record["loss"]):
                 raise AdaptError(f"loss became {record['loss']} at step {step + 1}; lower the learning rate")
             done = step + 1
