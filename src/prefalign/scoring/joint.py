@@ -58,13 +58,7 @@ class JointScorer:
 
     def runtime_metadata(self) -> dict[str, str]:
         """How this scorer computes (for output metadata): device, precision and why."""
-        return {
-            "scorer": self.name,
-            "device": str(self.device),
-            "precision": self.precision,
-            "precision_requested": self.precision_choice.requested,
-            "precision_reason": self.precision_choice.reason,
-        }
+        return self.precision_choice.runtime_metadata(self.name, self.device)
 
     # ------------------------------------------------------------------ to implement
     def forward(self, model_input: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:

@@ -62,6 +62,16 @@ class PrecisionChoice:
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
+    def runtime_metadata(self, scorer: str, device: object) -> dict[str, str]:
+        """What a scorer's output metadata records: which scorer, where, in which precision and why."""
+        return {
+            "scorer": scorer,
+            "device": str(device),
+            "precision": self.precision,
+            "precision_requested": self.requested,
+            "precision_reason": self.reason,
+        }
+
 
 def cpu_features() -> dict[str, bool | None]:
     """What torch reports about this CPU's low-precision dot products (None: cannot tell).

@@ -141,11 +141,7 @@ class Scorer:
     def runtime_metadata(self) -> dict[str, str]:
         """How this scorer computes (for output metadata): device, precision and why, attention."""
         return {
-            "scorer": self.name,
-            "device": str(self.device),
-            "precision": self.precision,
-            "precision_requested": self.precision_choice.requested,
-            "precision_reason": self.precision_choice.reason,
+            **self.precision_choice.runtime_metadata(self.name, self.device),
             "attn_implementation": str(getattr(self.model.config, "_attn_implementation", None)),
         }
 
