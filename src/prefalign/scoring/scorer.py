@@ -9,7 +9,6 @@ across records, and decodes the next batch in a background thread while the mode
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -380,8 +379,3 @@ def _no_progress(progress: bool | None) -> bool:
 
         return not sys.stderr.isatty()
     return not progress
-
-
-def nan_to_none(values: np.ndarray) -> list[float | None]:
-    """Scores as a list with ``None`` for NaN (for tables and JSON)."""
-    return [None if math.isnan(v) else float(v) for v in values]
