@@ -37,6 +37,7 @@ from prefalign.evaluate.image_metrics import (
 from prefalign.evaluate.labels import human_ranks
 from prefalign.evaluate.preference import PreferenceAccuracy, PreferenceResult
 from prefalign.evaluate.splits import select_split
+from prefalign.scoring.protocol import ScorerLike
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def unique_names(scorers: Sequence) -> list[str]:
 
 
 def score_records(
-    scorer, records: Sequence[tuple[str, Sequence[str]]], *, batch_size: int, progress
+    scorer: ScorerLike, records: Sequence[tuple[str, Sequence[str]]], *, batch_size: int, progress
 ) -> list[np.ndarray]:
     """Scores of ``(prompt, image paths)`` records; failures are logged and left as NaN."""
     result = scorer.score_records(records, batch_size=batch_size, progress=progress)
