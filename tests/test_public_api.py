@@ -108,3 +108,15 @@ def test_mypy_flags_a_misspelt_scorer_method(tmp_path):
     assert any('"load_scorr"' in e and "user_script.py:10" in e for e in errors), stdout
     # score() and the protocol assignment type-check: no error on any other line
     assert all(("user_script.py:8:" in e or "user_script.py:10:" in e) for e in errors), stdout
+
+
+def test_a_name_is_not_shadowed_by_its_same_named_submodule():
+    # `prefalign.evaluate.agreement` is the function in `prefalign/evaluate/agreement.py`:
+    # importing the submodule binds the module on the package, which used to replace the name.
+    import types
+
+    import prefalign.evaluate.agreement  # noqa: F401
+    from prefalign.evaluate import agreement
+    from prefalign.evaluate.agreement import agreement as defined
+
+    assert not isinstance(agreement, types.ModuleType) and agreement is defined
