@@ -119,7 +119,7 @@ class PreferenceRun:
 
 def run_preference(
     dataset: Dataset,
-    scorers: Sequence,
+    scorers: Sequence[ScorerLike],
     *,
     split: str | None = None,
     tie_threshold: float | None = None,
@@ -221,7 +221,8 @@ def _pair_scores(scorer, votes: Sequence[Vote], *, batch_size: int, progress) ->
     )
     by_image = [dict(zip(k[1:], s)) for k, s in zip(keys, scored)]
     return [
-        np.array([by_image[distinct[(v.prompt, *sorted(v.images))]][img] for img in v.images]) for v in votes
+        np.array([by_image[distinct[tuple([v.prompt, *sorted(v.images)])]][img] for img in v.images])
+        for v in votes
     ]
 
 
@@ -291,7 +292,7 @@ class ImagesRun:
     images: str
     reference: str | None
     metrics: list[str]
-    groups: dict[str, dict[str, dict]]
+    groups: dict[str, dict[str, dict | None]]
     correlation: dict | None
     notes: list[str]
     scores: dict[str, np.ndarray] = field(repr=False)
@@ -314,7 +315,7 @@ def run_images(
     metrics: Sequence[str],
     *,
     reference: str | Path | None = None,
-    scorers: dict[str, object] | None = None,
+    scorers: dict[str, ScorerLike] | None = None,
     is_feature: nn.Module | None = None,
     fid_feature: nn.Module | None = None,
     image_size: int = 299,
@@ -377,7 +378,7 @@ def run_images(
 
     rank, world = process_group()
     notes: list[str] = []
-    out: dict[str, dict[str, dict]] = {g: {} for g in groups}
+    out: dict[str, dict[str, dict | None]] = {g: {} for g in groups}
     scores: dict[str, np.ndarray] = {}
     for m in SCORE_METRICS:
         if m not in metrics:
@@ -524,7 +525,7 @@ def file_key(path: str) -> str:
 def run_compare(
     a: Dataset,
     b: Dataset,
-    scorers: Sequence,
+    scorers: Sequence[ScorerLike],
     *,
     votes: Dataset | None = None,
     n_bootstrap: int = 1000,

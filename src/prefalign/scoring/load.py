@@ -207,7 +207,7 @@ def _load_clip(source: str, tokenizer: str | os.PathLike | None = None):
     if tokenizer is not None:
         from prefalign.scoring.convert import load_tokenizer
 
-        tok, tok_source = load_tokenizer(tokenizer), str(tokenizer)
+        tok, tok_source = load_tokenizer(str(tokenizer)), str(tokenizer)
     else:
         try:
             tok, tok_source = AutoTokenizer.from_pretrained(source), source

@@ -35,12 +35,12 @@ def check_pixels(pixels: torch.Tensor, prompts: Sequence[str] | str) -> list[str
         raise ValueError(f"pixels must be a (B, 3, H, W) tensor in [0, 1], got {shape}")
     if not pixels.is_floating_point():
         raise ValueError(f"pixels must be floats in [0, 1] (divide uint8 images by 255), got {pixels.dtype}")
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if len(prompts) == 1:
-        prompts = prompts * pixels.shape[0]
-    if len(prompts) != pixels.shape[0]:
-        raise ValueError(f"{len(prompts)} prompts for {pixels.shape[0]} images (give 1 or one per image)")
-    return prompts
+    out = [prompts] if isinstance(prompts, str) else list(prompts)
+    if len(out) == 1:
+        out = out * pixels.shape[0]
+    if len(out) != pixels.shape[0]:
+        raise ValueError(f"{len(out)} prompts for {pixels.shape[0]} images (give 1 or one per image)")
+    return out
 
 
 # Pillow's fixed-point resampler (src/libImaging/Resample.c): coefficients scaled by 2**22 and

@@ -77,6 +77,10 @@ class Scorer:
         tensor([27.31, 24.96])
     """
 
+    #: which of ``prefalign.json``, a ``KIND:`` prefix or ``--kind``, or the catalog decided the kind
+    #: (set by ``load_scorer``).
+    kind_source: str = "prefalign.json"
+
     def __init__(
         self,
         model: nn.Module,
@@ -221,10 +225,13 @@ class Scorer:
     @torch.inference_mode()
     def score_embeddings(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor | None) -> torch.Tensor:
         """Scores of aligned rows of normalised image and text embeddings (text broadcasts)."""
-        if self.kind == "aesthetic":
-            return self.head(image_embeds.to(self.device)).float()
-        if self.kind == "reward":
-            return self.head(image_embeds.to(self.device), text_embeds.to(self.device)).float()
+        head = self.head
+        if self.kind == "aesthetic" and head is not None:
+            return head(image_embeds.to(self.device)).float()
+        if text_embeds is None:
+            raise ValueError(f"a {self.kind} score needs the prompt's text embeddings")
+        if self.kind == "reward" and head is not None:
+            return head(image_embeds.to(self.device), text_embeds.to(self.device)).float()
         cos = (image_embeds.to(self.device) * text_embeds.to(self.device)).sum(-1)
         if self.kind == "hps":
             return 100.0 * cos
