@@ -51,15 +51,15 @@ _LAZY = {
     "preference_accuracy": "prefalign.evaluate.preference",
     "tie_aware_points": "prefalign.evaluate.preference",
     "tune_tie_threshold": "prefalign.evaluate.preference",
-    "IMAGE_METRICS": "prefalign.evaluate.runs",
-    "AgreementRun": "prefalign.evaluate.runs",
-    "CompareRun": "prefalign.evaluate.runs",
-    "ImagesRun": "prefalign.evaluate.runs",
-    "PreferenceRun": "prefalign.evaluate.runs",
-    "run_agreement": "prefalign.evaluate.runs",
-    "run_compare": "prefalign.evaluate.runs",
-    "run_images": "prefalign.evaluate.runs",
-    "run_preference": "prefalign.evaluate.runs",
+    "IMAGE_METRICS": "prefalign.evaluate.runs.common",
+    "AgreementRun": "prefalign.evaluate.runs.agreement",
+    "CompareRun": "prefalign.evaluate.runs.compare",
+    "ImagesRun": "prefalign.evaluate.runs.images",
+    "PreferenceRun": "prefalign.evaluate.runs.preference",
+    "run_agreement": "prefalign.evaluate.runs.agreement",
+    "run_compare": "prefalign.evaluate.runs.compare",
+    "run_images": "prefalign.evaluate.runs.images",
+    "run_preference": "prefalign.evaluate.runs.preference",
     "RandomScorer": "prefalign.evaluate.scorers",
     "load_eval_scorer": "prefalign.evaluate.scorers",
     "write_agreement_report": "prefalign.evaluate.summaries",
@@ -104,17 +104,11 @@ if TYPE_CHECKING:
         tie_aware_points,
         tune_tie_threshold,
     )
-    from prefalign.evaluate.runs import (
-        IMAGE_METRICS,
-        AgreementRun,
-        CompareRun,
-        ImagesRun,
-        PreferenceRun,
-        run_agreement,
-        run_compare,
-        run_images,
-        run_preference,
-    )
+    from prefalign.evaluate.runs.agreement import AgreementRun, run_agreement
+    from prefalign.evaluate.runs.common import IMAGE_METRICS
+    from prefalign.evaluate.runs.compare import CompareRun, run_compare
+    from prefalign.evaluate.runs.images import ImagesRun, run_images
+    from prefalign.evaluate.runs.preference import PreferenceRun, run_preference
     from prefalign.evaluate.scorers import RandomScorer, load_eval_scorer
     from prefalign.evaluate.summaries import (
         write_agreement_report,
