@@ -27,6 +27,7 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy  # src/prefalign, configured in pyproject.toml [tool.mypy]
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix src tests benchmarks

@@ -10,6 +10,8 @@ stays fast for the command line.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefalign._lazy import lazy_attributes
 
 __version__ = "0.1.0"
@@ -19,6 +21,7 @@ _LAZY = {
     "load_scorer": "prefalign.scoring",
     "list_scorers": "prefalign.scoring",
     "Scorer": "prefalign.scoring",
+    "ScorerLike": "prefalign.scoring",
     "convert_checkpoint": "prefalign.scoring",
     "load_dataset": "prefalign.data",
     "save_dataset": "prefalign.data",
@@ -43,7 +46,47 @@ _LAZY = {
     "generate": "prefalign.adapt",
 }
 
-__all__ = ["__version__", *_LAZY]
+# Type checkers see the real names (and `__getattr__` is hidden from them, so a misspelt name
+# is an error); at run time each name imports its module on first use.
+if TYPE_CHECKING:
+    from prefalign.adapt import (
+        DEFAULT_IDENTIFIER,
+        generate,
+        select_training_set,
+        train_lora,
+        train_reward_weighted,
+    )
+    from prefalign.data import Dataset, Preprocess, Record, load_dataset, load_image, save_dataset
+    from prefalign.evaluate import preference_accuracy, run_compare, run_preference
+    from prefalign.scoring import Scorer, ScorerLike, convert_checkpoint, list_scorers, load_scorer
+    from prefalign.train import PreferenceConfig, PreferenceTrainer, RewardConfig, RewardTrainer
 
+__all__ = [
+    "DEFAULT_IDENTIFIER",
+    "Dataset",
+    "PreferenceConfig",
+    "PreferenceTrainer",
+    "Preprocess",
+    "Record",
+    "RewardConfig",
+    "RewardTrainer",
+    "Scorer",
+    "ScorerLike",
+    "__version__",
+    "convert_checkpoint",
+    "generate",
+    "list_scorers",
+    "load_dataset",
+    "load_image",
+    "load_scorer",
+    "preference_accuracy",
+    "run_compare",
+    "run_preference",
+    "save_dataset",
+    "select_training_set",
+    "train_lora",
+    "train_reward_weighted",
+]
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -7,6 +7,8 @@ only when something that needs them is touched.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +21,15 @@ def lazy_attributes(
     Usage in a package's ``__init__``::
 
         __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
+
+    A name that is also the name of its defining submodule (``prefalign.adapt.generate`` the
+    function in ``prefalign/adapt/generate.py``) stays the function: importing a submodule binds
+    it on its package, which would otherwise shadow the name with the module once anything
+    imported ``prefalign.adapt.generate`` directly.
     """
+    clashes = frozenset(n for n, m in names.items() if m == f"{package}.{n}")
+    if clashes and package in sys.modules:
+        sys.modules[package].__class__ = _door_class(clashes)
 
     def __getattr__(name: str) -> Any:
         if name in names:
@@ -30,3 +40,19 @@ def lazy_attributes(
         return sorted(names)
 
     return __getattr__, __dir__
+
+
+def _door_class(clashes: frozenset[str]) -> type[types.ModuleType]:
+    """A module class that binds ``clashes`` names to the object, not the same-named submodule."""
+
+    class LazyDoor(types.ModuleType):
+        def __setattr__(self, name: str, value: Any) -> None:
+            if (
+                name in clashes
+                and isinstance(value, types.ModuleType)
+                and value.__name__ == f"{self.__name__}.{name}"
+            ):
+                value = getattr(value, name)
+            super().__setattr__(name, value)
+
+    return LazyDoor

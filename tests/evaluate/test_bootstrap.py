@@ -31,3 +31,10 @@ def test_seeded_and_empty():
     x = np.array([0.0, 1.0, 1.0, 0.0, 1.0])
     assert bootstrap_ci(x, seed=3) == bootstrap_ci(x, seed=3)
     assert all(math.isnan(v) for v in bootstrap_ci(np.array([])))
+
+
+def test_every_denominator_zero_gives_nans_not_an_error():
+    # Records whose pairs are all ties (or all skipped) have no pairs to count: no replicate has a
+    # value, so the interval is undefined rather than an exception from np.quantile.
+    low, high = bootstrap_ci(np.array([0.0, 0.0, 0.0]), np.array([0.0, 0.0, 0.0]), n_resamples=50)
+    assert math.isnan(low) and math.isnan(high)

@@ -74,6 +74,7 @@ def test_too_few_images_for_fid_or_is_are_clear_errors(tmp_path):
 
 def test_missing_inception_weights_are_an_error_not_a_download(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("PREFALIGN_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # not installed
     with pytest.raises(EvaluationError, match="need torch-fidelity"):
         load_inception("2048")
@@ -82,6 +83,16 @@ def test_missing_inception_weights_are_an_error_not_a_download(tmp_path, monkeyp
         EvaluationError, match=r"weights-inception-2015-12-05-6726825d\.pth: Inception v3 weights not found"
     ):
         load_inception("2048")
+
+
+def test_inception_weights_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_fidelity", types.ModuleType("torch_fidelity"))
+    monkeypatch.setenv("PREFALIGN_INCEPTION_WEIGHTS", str(tmp_path / "mine.pth"))
+    with pytest.raises(EvaluationError, match=r"mine\.pth: Inception v3 weights not found"):
+        load_inception("2048")
+    # An explicit file still wins over the variable.
+    with pytest.raises(EvaluationError, match=r"given\.pth: Inception v3 weights not found"):
+        load_inception("2048", tmp_path / "given.pth")
 
 
 def test_mean_score_function_and_class():

@@ -107,3 +107,23 @@ def test_real_weights(tmp_path):
     scorer = load_scorer(out, device="cpu")
     assert scorer.model.config.text_config.num_attention_heads == 12
     assert scorer.model.config.vision_config.layer_norm_eps == 1e-6
+
+
+def test_is_a_scorer_like_and_a_reward(converted, tmp_path):
+    # ImageReward has no encode_images (image and prompt go through one forward pass): it is a
+    # ScorerLike all the same, and the diffusion trainers take it as a reward.
+    from PIL import Image
+
+    from prefalign.adapt.rewards import as_reward_fn
+    from prefalign.scoring import PixelScorerLike, ScorerLike
+
+    scorer = load_scorer(converted, device="cpu")
+    assert isinstance(scorer, ScorerLike) and isinstance(scorer, PixelScorerLike)
+    assert not hasattr(scorer, "encode_images")
+    images = [Image.new("RGB", (SIZE, SIZE), c) for c in ("red", "blue", "green")]
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0]]
+    reward = as_reward_fn(scorer)(images, prompts)
+    expected = torch.cat(
+        [scorer.score([images[0], images[2]], PROMPTS[0]), scorer.score([images[1]], PROMPTS[1])]
+    )
+    torch.testing.assert_close(reward, expected[[0, 2, 1]])

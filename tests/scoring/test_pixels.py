@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from prefalign.scoring import convert_checkpoint, load_scorer
-from prefalign.scoring.pixels import ScorerLike, WeightedReward, pil_bicubic
+from prefalign.scoring import PixelScorerLike, convert_checkpoint, load_scorer
+from prefalign.scoring.pixels import WeightedReward, pil_bicubic
 from prefalign.testing import save_tiny_clip
 from prefalign.testing.clip import tiny_clip_model, tiny_clip_tokenizer
 
@@ -99,7 +99,7 @@ FAMILIES = ("hps", "clip", "pickscore", "aesthetic", "imagereward", "mps")
 def test_score_pixels_equals_the_file_path(scorers, family):
     """Measured distance: 0 on CPU fp32 (the preprocessing is bit-exact); asserted to 1e-5."""
     scorer = scorers[family]
-    assert isinstance(scorer, ScorerLike)
+    assert isinstance(scorer, PixelScorerLike)
     images = [_smooth_image(1, 512, 512), _smooth_image(2, 512, 768), _smooth_image(3, 768, 512)]
     for img in images:
         expected = scorer.score([img], PROMPT).double()

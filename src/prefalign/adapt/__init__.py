@@ -8,6 +8,8 @@ Names load on first use, so importing this room does not import diffusers.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefalign._lazy import lazy_attributes
 
 _LAZY = {
@@ -40,7 +42,59 @@ _LAZY = {
     "read_prompts": "prefalign.adapt.generate",
 }
 
-__all__ = sorted(_LAZY)
+# Type checkers see the real names (and `__getattr__` is hidden from them, so a misspelt name
+# is an error); at run time each name imports its module on first use.
+if TYPE_CHECKING:
+    from prefalign.adapt.adapter import ADAPTER_INFO_FILE, load_adapter, read_adapter_info
+    from prefalign.adapt.config import DiffusionTrainingConfig, LoraTrainingConfig, RewardWeightedConfig
+    from prefalign.adapt.errors import AdaptError
+    from prefalign.adapt.generate import GenerationSettings, generate, read_prompts
+    from prefalign.adapt.identifier import DEFAULT_IDENTIFIER, with_identifier
+    from prefalign.adapt.lora import train_lora
+    from prefalign.adapt.losses import per_sample_mse, reward_weighted_loss
+    from prefalign.adapt.merge import merge_adapter
+    from prefalign.adapt.reward_weighted import train_reward_weighted
+    from prefalign.adapt.rewards import as_reward_fn, transform_rewards
+    from prefalign.adapt.selection import (
+        DEFAULT_ALPHA,
+        SelectionReport,
+        is_blurry,
+        is_degenerate,
+        scorer_score_fn,
+        select_from_group,
+        select_training_set,
+    )
+    from prefalign.adapt.trainer import DiffusionFineTuner
 
+__all__ = [
+    "ADAPTER_INFO_FILE",
+    "DEFAULT_ALPHA",
+    "DEFAULT_IDENTIFIER",
+    "AdaptError",
+    "DiffusionFineTuner",
+    "DiffusionTrainingConfig",
+    "GenerationSettings",
+    "LoraTrainingConfig",
+    "RewardWeightedConfig",
+    "SelectionReport",
+    "as_reward_fn",
+    "generate",
+    "is_blurry",
+    "is_degenerate",
+    "load_adapter",
+    "merge_adapter",
+    "per_sample_mse",
+    "read_adapter_info",
+    "read_prompts",
+    "reward_weighted_loss",
+    "scorer_score_fn",
+    "select_from_group",
+    "select_training_set",
+    "train_lora",
+    "train_reward_weighted",
+    "transform_rewards",
+    "with_identifier",
+]
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

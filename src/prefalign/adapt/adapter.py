@@ -15,6 +15,7 @@ from typing import Any
 
 from prefalign.adapt.base_model import architecture_of
 from prefalign.adapt.errors import AdaptError
+from prefalign.errors import first_line
 
 ADAPTER_INFO_FILE = "prefalign_adapter.json"
 LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
@@ -153,7 +154,7 @@ def load_adapter(pipe, adapter: str | Path, weight_name: str | None = None) -> d
     try:
         pipe.load_lora_weights(str(directory), weight_name=name)
     except (ValueError, RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise AdaptError(f"{adapter}: LoRA weights do not fit this base ({first[:300]})") from None
     finally:
         dlogging.set_verbosity(verbosity)

@@ -85,10 +85,6 @@ class SDComponents:
     tokenizer: Any
     noise_scheduler: Any  # DDPM with the base's training schedule
 
-    @property
-    def architecture(self) -> dict[str, Any]:
-        return architecture_of(self.unet.config)
-
 
 def load_components(base: str | Path) -> SDComponents:
     """Load a base's UNet, VAE, text encoder, tokenizer and its DDPM training noise schedule.

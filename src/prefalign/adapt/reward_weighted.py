@@ -13,6 +13,7 @@ from prefalign.adapt.errors import AdaptError
 from prefalign.adapt.rewards import AUTO, RewardFn, as_reward_fn, default_transform, transform_rewards
 from prefalign.adapt.trainer import DiffusionFineTuner, Example, examples_from_dataset
 from prefalign.data.dataset import Dataset, load_dataset
+from prefalign.scoring.protocol import ScorerLike
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def train_reward_weighted(config: RewardWeightedConfig, reward=None) -> Path:
 
     Args:
         config: the run; ``config.reward`` names a scorer used when ``reward`` is None.
-        reward: a Scorer, a scorer directory or name, or a ``RewardFn`` for images without human
+        reward: a ``ScorerLike`` (any scorer), a scorer directory or name, or a ``RewardFn`` for images without human
             ratings; its scores are mapped to [0, 1] by ``config.reward_transform``.
     """
     data = load_dataset(config.data)
@@ -107,7 +108,7 @@ def train_reward_weighted(config: RewardWeightedConfig, reward=None) -> Path:
         from prefalign.scoring import load_scorer
 
         reward = load_scorer(reward)
-    kind = getattr(reward, "kind", None) if hasattr(reward, "encode_images") else None
+    kind = reward.kind if isinstance(reward, ScorerLike) else None
     fn = as_reward_fn(reward) if reward is not None else None
     rewards_info: dict[str, Any] = {}
     examples, human, modelled = rewarded_examples(

@@ -2,8 +2,8 @@
 
 Like trl's DDPO trainer, which took the reward as a callable, everything here takes a
 ``RewardFn`` — ``(images, prompts) -> tensor of shape (n,)`` — so tests pass a lambda, and
-``reward_fn_from_scorer`` adapts a prefalign ``Scorer`` (HPS in 100·cos units, a Lee et al.
-reward model in (0, 1), ...).
+``reward_fn_from_scorer`` adapts any ``prefalign.scoring.ScorerLike`` (HPS in 100·cos units, a
+Lee et al. reward model in (0, 1), ImageReward, MPS, ...).
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from typing import Any
 import torch
 
 from prefalign.adapt.config import REWARD_TRANSFORMS
+from prefalign.scoring.protocol import ScorerLike
 
 RewardFn = Callable[[Sequence[Any], Sequence[str]], torch.Tensor]
 
 
-def reward_fn_from_scorer(scorer, *, batch_size: int = 4) -> RewardFn:
+def reward_fn_from_scorer(scorer: ScorerLike, *, batch_size: int = 4) -> RewardFn:
     """Wrap ``scorer.score(images, prompt)``: images are grouped by prompt so each is encoded once."""
 
     def reward(images: Sequence[Any], prompts: Sequence[str]) -> torch.Tensor:
@@ -35,10 +36,11 @@ def reward_fn_from_scorer(scorer, *, batch_size: int = 4) -> RewardFn:
 
 
 def as_reward_fn(reward: Any) -> RewardFn:
-    """A ``RewardFn`` from a Scorer, a scorer directory or name, or a callable (returned as is)."""
+    """A ``RewardFn`` from a ``ScorerLike`` (any scorer), a scorer directory or name, or a
+    callable ``(images, prompts) -> (n,) tensor`` (returned as is)."""
     if reward is None:
         raise ValueError("no reward given")
-    if hasattr(reward, "score") and hasattr(reward, "encode_images"):
+    if isinstance(reward, ScorerLike):
         return reward_fn_from_scorer(reward)
     if callable(reward):
         return reward

@@ -26,6 +26,7 @@ from prefalign.adapt.errors import AdaptError
 from prefalign.adapt.identifier import DEFAULT_IDENTIFIER, with_identifier
 from prefalign.data.dataset import Dataset, DatasetWriter, Record
 from prefalign.data.images import ImageLoadError, load_image
+from prefalign.scoring.protocol import ScorerLike
 
 logger = logging.getLogger(__name__)
 
@@ -321,7 +322,7 @@ def _add_regularization(
         report.regularization += 1
 
 
-def scorer_score_fn(scorer, *, batch_size: int = 4, progress: bool | None = None):
+def scorer_score_fn(scorer: ScorerLike, *, batch_size: int = 4, progress: bool | None = None):
     """Adapt a ``Scorer`` to the ``score_fn`` of :func:`select_training_set`."""
 
     def score(records: list[tuple[str, list[str]]]) -> list[np.ndarray]:

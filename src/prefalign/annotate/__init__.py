@@ -14,6 +14,8 @@ FastAPI and SQLAlchemy load only when a name that needs them is used.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefalign._lazy import lazy_attributes
 
 # name -> module that defines it
@@ -39,7 +41,48 @@ _LAZY = {
     "StudyError": "prefalign.annotate.errors",
 }
 
-__all__ = sorted(_LAZY)
+# Type checkers see the real names (and `__getattr__` is hidden from them, so a misspelt name
+# is an error); at run time each name imports its module on first use.
+if TYPE_CHECKING:
+    from prefalign.annotate.app import create_app
+    from prefalign.annotate.errors import AnnotateError, StudyError
+    from prefalign.annotate.export import export_study
+    from prefalign.annotate.progress import study_progress
+    from prefalign.annotate.storage import Store, database_url
+    from prefalign.annotate.study import (
+        StudyConfig,
+        check_records,
+        copy_dataset,
+        create_study,
+        default_db,
+        find_study,
+        locate_study,
+        read_study_config,
+        task_count,
+    )
+    from prefalign.annotate.tokens import add_annotator, revoke_annotator, rotate_token
 
+__all__ = [
+    "AnnotateError",
+    "Store",
+    "StudyConfig",
+    "StudyError",
+    "add_annotator",
+    "check_records",
+    "copy_dataset",
+    "create_app",
+    "create_study",
+    "database_url",
+    "default_db",
+    "export_study",
+    "find_study",
+    "locate_study",
+    "read_study_config",
+    "revoke_annotator",
+    "rotate_token",
+    "study_progress",
+    "task_count",
+]
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefalign._lazy import lazy_attributes
 
 _LAZY = {
@@ -32,6 +34,47 @@ _LAZY = {
     "read_leaderboard": "prefalign.benchmark.compare",
 }
 
-__all__ = sorted(_LAZY)
+# Type checkers see the real names (and `__getattr__` is hidden from them, so a misspelt name
+# is an error); at run time each name imports its module on first use.
+if TYPE_CHECKING:
+    from prefalign.benchmark.compare import compare_leaderboards, read_leaderboard
+    from prefalign.benchmark.images import (
+        BenchmarkError,
+        ModelSpec,
+        find_images,
+        generate_images,
+        parse_model,
+    )
+    from prefalign.benchmark.leaderboard import Leaderboard, compute_leaderboard
+    from prefalign.benchmark.prompts import (
+        BUILTIN_SETS,
+        BenchmarkPrompt,
+        PromptSet,
+        PromptSetError,
+        load_prompt_set,
+    )
+    from prefalign.benchmark.report import write_leaderboard
+    from prefalign.benchmark.run import BenchmarkResult, run_benchmark
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
+__all__ = [
+    "BUILTIN_SETS",
+    "BenchmarkError",
+    "BenchmarkPrompt",
+    "BenchmarkResult",
+    "Leaderboard",
+    "ModelSpec",
+    "PromptSet",
+    "PromptSetError",
+    "compare_leaderboards",
+    "compute_leaderboard",
+    "find_images",
+    "generate_images",
+    "load_prompt_set",
+    "parse_model",
+    "read_leaderboard",
+    "run_benchmark",
+    "write_leaderboard",
+]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

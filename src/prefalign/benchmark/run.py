@@ -155,10 +155,9 @@ def _score(scorer, paths: dict, keys, text_of, batch_size: int, progress) -> np.
     for i, (p, _) in enumerate(keys):
         by_prompt.setdefault(p, []).append(i)
     records = [(text_of[p], [paths[keys[i]] for i in idx]) for p, idx in by_prompt.items()]
-    if hasattr(scorer, "encode_images"):  # a Scorer: shard across processes
-        result = score_records_sharded(scorer, records, batch_size=batch_size, progress=progress)
-    else:
-        result = scorer.score_records(records, batch_size=batch_size, progress=progress)
+    # Any ScorerLike shards across processes (the random baseline too: its scores depend on the
+    # image, not on which process scores it).
+    result = score_records_sharded(scorer, records, batch_size=batch_size, progress=progress)
     for failure in result.failures:
         logger.warning("%s: could not score %s", scorer.name, failure)
     values = np.full(len(keys), np.nan)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from prefalign.cli.main import CommandError
+from prefalign.files import write_atomic
 
 
 def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -89,10 +89,8 @@ def write_table(
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise CommandError(f"{out}: output must end in .parquet or .csv")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+
+    def write(fh: BinaryIO) -> None:
         if suffix == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -102,16 +100,16 @@ def write_table(
                 table = pa.table({c: pa.array([], pa.string()) for c in columns})
             if metadata:
                 table = table.replace_schema_metadata({"prefalign": json.dumps(metadata)})
-            pq.write_table(table, tmp)
+            pq.write_table(table, fh)
         else:
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+            writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+            text.flush()
+            text.detach()  # leave the binary file to write_atomic
+
+    write_atomic(out, write)
     return out
 
 

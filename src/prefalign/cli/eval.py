@@ -103,7 +103,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--aesthetic-model", help="model of the aesthetic metric (a converted LAION aesthetic model)"
     )
     img.add_argument("--hps-model", help="model of the hps metric (an HPS model directory)")
-    img.add_argument("--inception-weights", metavar="FILE", help="torch-fidelity's Inception v3 weights file")
+    img.add_argument(
+        "--inception-weights",
+        metavar="FILE",
+        help="torch-fidelity's Inception v3 weights file (default: $PREFALIGN_INCEPTION_WEIGHTS, else the torch hub checkpoint path)",
+    )
     img.add_argument(
         "--feature-extractor",
         metavar="MODULE:FUNCTION",

@@ -10,6 +10,8 @@ torch (which :mod:`prefalign.data.images` needs).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefalign._lazy import lazy_attributes
 
 # name -> module that defines it
@@ -47,7 +49,55 @@ _LAZY = {
     "dataset_stats": "prefalign.data.stats",
 }
 
-__all__ = sorted(_LAZY)
+# Type checkers see the real names (and `__getattr__` is hidden from them, so a misspelt name
+# is an error); at run time each name imports its module on first use.
+if TYPE_CHECKING:
+    from prefalign.data.dataset import (
+        Dataset,
+        DatasetError,
+        DatasetWriter,
+        Record,
+        load_dataset,
+        save_dataset,
+    )
+    from prefalign.data.discord import DiscordExportError, iter_messages
+    from prefalign.data.dreambot import DreamGrammar
+    from prefalign.data.fetch import fetch_images
+    from prefalign.data.images import CLIP_MEAN, CLIP_STD, ImageLoadError, Preprocess, load_image
+    from prefalign.data.importers import EXPORT_FORMATS, IMPORT_FORMATS, export_dataset, import_dataset
+    from prefalign.data.mining import MiningError, MiningReport, from_discord, mine_choices
+    from prefalign.data.split import split_dataset
+    from prefalign.data.stats import dataset_stats
+    from prefalign.data.validate import validate_dataset
 
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "EXPORT_FORMATS",
+    "IMPORT_FORMATS",
+    "Dataset",
+    "DatasetError",
+    "DatasetWriter",
+    "DiscordExportError",
+    "DreamGrammar",
+    "ImageLoadError",
+    "MiningError",
+    "MiningReport",
+    "Preprocess",
+    "Record",
+    "dataset_stats",
+    "export_dataset",
+    "fetch_images",
+    "from_discord",
+    "import_dataset",
+    "iter_messages",
+    "load_dataset",
+    "load_image",
+    "mine_choices",
+    "save_dataset",
+    "split_dataset",
+    "validate_dataset",
+]
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

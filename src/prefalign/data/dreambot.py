@@ -114,7 +114,6 @@ class DreamGrammar:
     def __post_init__(self) -> None:
         self._seeds_re = re.compile(self.seeds_pattern, re.IGNORECASE)
         self._command_re = re.compile(r"^\s*" + re.escape(self.command) + r"(?=\s|$)", re.IGNORECASE)
-        self._seed_flags = [k for k, v in self.flags.items() if v == "seed"]
         self._command_any_re = re.compile(r"(?<!\S)" + re.escape(self.command) + r"(?=\s|$)", re.IGNORECASE)
         self._commands_header_re = re.compile(self.commands_header_pattern, re.IGNORECASE)
 

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -43,7 +43,7 @@ PREPROCESS_MODES = ("pad", "center-crop")
 if TYPE_CHECKING:
     import torch
 
-    ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray | bytes
+    ImageInput: TypeAlias = str | Path | Image.Image | torch.Tensor | np.ndarray | bytes
 else:
     ImageInput = Any
 
@@ -153,7 +153,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _array_to_pil(arr: torch.Tensor | np.ndarray, name: str) -> Image.Image:
-    a = arr.detach().cpu().numpy() if _is_tensor(arr) else np.asarray(arr)
+    a = cast(Any, arr).detach().cpu().numpy() if _is_tensor(arr) else np.asarray(arr)
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
         a = np.transpose(a, (1, 2, 0))
     if a.ndim == 3 and a.shape[-1] == 1:

@@ -32,7 +32,7 @@ def bootstrap_ci(
         seed: seed of the resampling, so reports are reproducible.
 
     Returns:
-        ``(low, high)``; ``(nan, nan)`` when there are no units.
+        ``(low, high)``; ``(nan, nan)`` when there are no units or every denominator is 0.
     """
     num = np.asarray(num, dtype=np.float64)
     den = np.ones_like(num) if den is None else np.asarray(den, dtype=np.float64)
@@ -49,6 +49,8 @@ def bootstrap_ci(
         with np.errstate(invalid="ignore", divide="ignore"):
             stats[start:stop] = num[idx].sum(axis=1) / d
     stats = stats[~np.isnan(stats)]  # a replicate that drew only empty units has no value
+    if not stats.size:  # every denominator is 0: no replicate has a value
+        return (float("nan"), float("nan"))
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(stats, [alpha, 1.0 - alpha])
     return (float(low), float(high))

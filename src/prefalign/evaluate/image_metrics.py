@@ -37,7 +37,11 @@ IS_SPLITS = 10  # the convention of Salimans et al. and of the HPS paper's Table
 
 # ---------------------------------------------------------------------------- feature extractors
 def default_inception_weights() -> Path:
-    """Where torch hub keeps the Inception weights: ``$TORCH_HOME/hub/checkpoints/...``."""
+    """The Inception weights file when none is given: ``$PREFALIGN_INCEPTION_WEIGHTS`` if set, else
+    where torch hub keeps it, ``$TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth``."""
+    env = os.environ.get("PREFALIGN_INCEPTION_WEIGHTS")
+    if env:
+        return Path(env).expanduser()
     return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
 
 
@@ -62,7 +66,8 @@ def load_inception(output: str, weights: str | Path | None = None) -> nn.Module:
     if not path.is_file():
         raise EvaluationError(
             f"{path}: Inception v3 weights not found; prefalign does not download them. Fetch "
-            f"{INCEPTION_WEIGHTS_URL} once and pass --inception-weights FILE (or put it at that path)"
+            f"{INCEPTION_WEIGHTS_URL} once and pass --inception-weights FILE (or set "
+            "$PREFALIGN_INCEPTION_WEIGHTS, or put it at that path)"
         )
     from torchmetrics.image.fid import NoTrainInceptionV3
 
@@ -250,11 +255,6 @@ class MeanScore(Metric):
 
     def compute(self) -> ScoreSummary | None:
         return _summary(float(self.n), float(self.total), float(self.total_sq))
-
-
-def env_inception_weights() -> str | None:
-    """``$PREFALIGN_INCEPTION_WEIGHTS``, a default for ``--inception-weights``."""
-    return os.environ.get("PREFALIGN_INCEPTION_WEIGHTS") or None
 
 
 def score_correlation(x: np.ndarray, y: np.ndarray) -> dict[str, float] | None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,7 +116,7 @@ def _record_units(
     if len(scores) != len(records):
         raise ValueError(f"{len(scores)} score arrays for {len(records)} records")
     rows = np.zeros((len(records), len(UNIT_COLUMNS)))
-    prompts = np.zeros(len(records), dtype=np.int64)
+    prompts: np.ndarray = np.zeros(len(records), dtype=np.int64)
     for r, (s, record) in enumerate(zip(scores, records)):
         s = np.asarray(s, dtype=np.float64)
         row = rows[r]
@@ -124,7 +125,7 @@ def _record_units(
         ranks = human_ranks(record)
         row[COL["labelled"]] = float(ranks is not None and len(ranks) >= 2)
         row[COL["scored"]] = float(len(s) == len(record.images) and bool(np.all(np.isfinite(s))))
-        if not (row[COL["labelled"]] and row[COL["scored"]]):
+        if ranks is None or not (row[COL["labelled"]] and row[COL["scored"]]):
             continue
         n = len(ranks)
         best = np.flatnonzero(ranks == ranks.min())
@@ -140,7 +141,7 @@ def _record_units(
         row[COL["pair_correct"]] = agree[decided].sum()
         row[COL["pair_count"]] = decided.sum()
         if is_ranking(record):
-            discordant = np.sum((human != 0) & (human == model))
+            discordant: float = np.sum((human != 0) & (human == model))
             row[COL["inversion_valid"]] = 1.0
             row[COL["inversion"]] = 1.0 - discordant / (n * (n - 1) / 2)
         if n == 2:
@@ -211,7 +212,7 @@ def _summarise(
     usable = (c["scored"] == 1) & (c["labelled"] == 1)
     evaluated = usable & (c["validation"] == 0)
     notes: list[str] = []
-    ci = dict(n_bootstrap=n_bootstrap, level=level, seed=seed)
+    ci: dict[str, Any] = dict(n_bootstrap=n_bootstrap, level=level, seed=seed)
 
     top = evaluated & (c["top1_valid"] == 1)
     top1 = _estimate(c["top1"][top], None, **ci)
@@ -331,7 +332,9 @@ class PreferenceAccuracy(Metric):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.options = dict(tie_threshold=tie_threshold, n_bootstrap=n_bootstrap, level=level, seed=seed)
+        self.options: dict[str, Any] = dict(
+            tie_threshold=tie_threshold, n_bootstrap=n_bootstrap, level=level, seed=seed
+        )
         self.add_state("rows", default=[], dist_reduce_fx="cat")
         self.add_state("keys", default=[], dist_reduce_fx="cat")  # (global index, prompt key)
         self._seen = 0

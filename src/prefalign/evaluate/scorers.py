@@ -9,11 +9,13 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from prefalign.scoring import ScoreResult, load_scorer
+from prefalign.scoring.load import load_scorer
+from prefalign.scoring.protocol import ScorerLike
+from prefalign.scoring.scorer import ScoreResult
 
 
-class RandomScorer:
-    """Uniform random scores in [0, 1): the chance baseline of every table.
+class RandomScorer(ScorerLike):
+    """Uniform random scores in [0, 1): the chance baseline of every table (a ``ScorerLike``).
 
     Each image's score is a function of the seed, the prompt and the image's real path only, so
     it is the same whichever process scores it, in whatever order (sharded runs stay exact), and
@@ -23,12 +25,21 @@ class RandomScorer:
         seed: the seed; ``random:7`` on the command line.
     """
 
-    kind = "random"
-    uses_text = False
-
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
-        self.name = "random" if self.seed == 0 else f"random:{self.seed}"
+        self._name = "random" if self.seed == 0 else f"random:{self.seed}"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def kind(self) -> str:
+        return "random"
+
+    @property
+    def uses_text(self) -> bool:
+        return False
 
     def __repr__(self) -> str:
         return f"RandomScorer(seed={self.seed})"
@@ -41,12 +52,20 @@ class RandomScorer:
         digest = hashlib.blake2b(f"{self.seed}\0{prompt}\0{ident}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little") / 2.0**64
 
-    def score(self, images: Sequence[object], prompt: str, **_) -> torch.Tensor:
-        """One random score per image, as a float32 tensor."""
+    def score(self, images: Sequence[object], prompt: str, *, batch_size: int = 4) -> torch.Tensor:
+        """One random score per image, as a float32 tensor (``batch_size`` is accepted and unused)."""
         return torch.tensor([self._value(prompt, img, i) for i, img in enumerate(images)])
 
-    def score_records(self, records: Iterable[tuple[str, Sequence[object]]], **_) -> ScoreResult:
-        """Random scores of ``(prompt, images)`` records (the ``Scorer.score_records`` contract)."""
+    def score_records(
+        self,
+        records: Iterable[tuple[str, Sequence[object]]],
+        *,
+        batch_size: int = 4,
+        progress: bool | None = None,
+        **_: object,
+    ) -> ScoreResult:
+        """Random scores of ``(prompt, images)`` records (the ``ScorerLike.score_records`` contract;
+        ``batch_size``, ``progress`` and ``Scorer``'s other options are accepted and unused)."""
         return ScoreResult(
             [
                 np.array([self._value(prompt, img, i) for i, img in enumerate(images)], dtype=np.float64)
@@ -57,7 +76,7 @@ class RandomScorer:
 
 def load_eval_scorer(
     name: str, *, device: str | None = "auto", precision: str = "auto", compile: bool = False
-):
+) -> ScorerLike:
     """``random`` or ``random:SEED``, else whatever ``load_scorer`` accepts (directory, ``clip:M``...).
 
     Args:
@@ -65,8 +84,7 @@ def load_eval_scorer(
         device, precision, compile: passed to ``load_scorer``.
 
     Returns:
-        A ``Scorer`` or a ``RandomScorer`` (both have ``name``, ``kind``, ``uses_text`` and
-        ``score_records``).
+        A ``ScorerLike``: a loaded scorer or a ``RandomScorer``.
     """
     if name == "random" or name.startswith("random:"):
         _, _, seed = name.partition(":")

@@ -5,6 +5,8 @@ Names load on first use, so the command line can read the catalog without import
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefalign._lazy import lazy_attributes
 
 _LAZY = {
@@ -20,8 +22,36 @@ _LAZY = {
     "ScoreFailure": "prefalign.scoring.scorer",
     "Scorer": "prefalign.scoring.scorer",
     "ScoreResult": "prefalign.scoring.scorer",
+    "ScorerLike": "prefalign.scoring.protocol",
+    "PixelScorerLike": "prefalign.scoring.protocol",
 }
 
-__all__ = sorted(_LAZY)
+# Type checkers see the real names (and `__getattr__` is hidden from them, so a misspelt name
+# is an error); at run time each name imports its module on first use.
+if TYPE_CHECKING:
+    from prefalign.scoring.catalog import FAMILIES, SCORE_KINDS
+    from prefalign.scoring.convert import ConversionError, convert_checkpoint
+    from prefalign.scoring.load import ScorerLoadError, list_scorers, load_scorer
+    from prefalign.scoring.model_format import ModelFormatError, ScorerSpec
+    from prefalign.scoring.protocol import PixelScorerLike, ScorerLike
+    from prefalign.scoring.scorer import ScoreFailure, Scorer, ScoreResult
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
+__all__ = [
+    "FAMILIES",
+    "SCORE_KINDS",
+    "ConversionError",
+    "ModelFormatError",
+    "PixelScorerLike",
+    "ScoreFailure",
+    "ScoreResult",
+    "Scorer",
+    "ScorerLike",
+    "ScorerLoadError",
+    "ScorerSpec",
+    "convert_checkpoint",
+    "list_scorers",
+    "load_scorer",
+]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

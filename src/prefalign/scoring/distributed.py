@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 
 from prefalign.data.images import ImageInput
-from prefalign.scoring.scorer import ScoreFailure, Scorer, ScoreResult
+from prefalign.scoring.protocol import ScorerLike
+from prefalign.scoring.scorer import ScoreFailure, ScoreResult
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def process_rank() -> int:
 
 
 def score_records_sharded(
-    scorer: Scorer, records: Sequence[tuple[str, Sequence[ImageInput]]], **kwargs
+    scorer: ScorerLike, records: Sequence[tuple[str, Sequence[ImageInput]]], **kwargs
 ) -> ScoreResult:
     """``scorer.score_records`` across all launched processes; every process gets the full result."""
     rank, world = process_group()

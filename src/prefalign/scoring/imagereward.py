@@ -274,7 +274,7 @@ def convert_imagereward(
     )
     saved = save_model_dir(out, _Saveable(model), tok, spec, head, overwrite=overwrite)
     spec = ScorerSpec.load(saved)
-    spec.head.update(mean=REWARD_MEAN, std=REWARD_STD, max_tokens=MAX_TOKENS)
+    spec.head = {**(spec.head or {}), "mean": REWARD_MEAN, "std": REWARD_STD, "max_tokens": MAX_TOKENS}
     spec.save(saved)
     return saved
 

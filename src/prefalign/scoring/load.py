@@ -17,6 +17,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,6 +27,9 @@ from prefalign.scoring.catalog import JOINT_KINDS
 from prefalign.scoring.heads import HEADS, AestheticMLP
 from prefalign.scoring.model_format import HEAD_FILE, HEAD_KINDS, SCORE_KINDS, SPEC_FILE, ScorerSpec
 from prefalign.scoring.scorer import Scorer
+
+if TYPE_CHECKING:
+    from prefalign.scoring.joint import JointScorer
 
 
 class ScorerLoadError(PrefalignError, ValueError):
@@ -98,7 +102,7 @@ def load_scorer(
     kind: str | None = None,
     tokenizer: str | os.PathLike | None = None,
     allow_slow: bool = False,
-) -> Scorer:
+) -> Scorer | JointScorer:
     """Load a scorer by model directory, hub id or known name (see the module docstring).
 
     The score kind comes from ``prefalign.json``, a ``KIND:`` prefix, ``kind``, or the catalog
@@ -116,6 +120,10 @@ def load_scorer(
             ``"fp16"`` or ``"int8"`` (torchao).
         compile: compile the image tower (``torch.compile`` + inductor freezing).
         allow_slow: run a GPU-only scorer (HPSv3, a 7B model) on the CPU instead of refusing.
+
+    Returns:
+        A ``Scorer`` (CLIP-embedding families: clip, hps, pickscore, reward, aesthetic) or a
+        ``JointScorer`` (ImageReward, MPS, HPSv3); all implement ``ScorerLike`` and ``PixelScorerLike``.
 
     Raises:
         ScorerLoadError: nothing of that name, or a directory that is not a CLIP model.
@@ -244,7 +252,7 @@ def _load_clip(source: str, tokenizer: str | os.PathLike | None = None):
     if tokenizer is not None:
         from prefalign.scoring.convert import load_tokenizer
 
-        tok, tok_source = load_tokenizer(tokenizer), str(tokenizer)
+        tok, tok_source = load_tokenizer(str(tokenizer)), str(tokenizer)
     else:
         try:
             tok, tok_source = AutoTokenizer.from_pretrained(source), source
@@ -318,7 +326,7 @@ def _load_head(path: Path, spec: ScorerSpec) -> torch.nn.Module:
     return head.eval()
 
 
-def _joint_scorer(path: Path, **kwargs):
+def _joint_scorer(path: Path, **kwargs) -> JointScorer | None:
     """The scorer of a directory whose kind is in ``JOINT_KINDS`` (its own model), else None."""
     spec = ScorerSpec.load(path)
     if spec.kind not in JOINT_KINDS:

@@ -297,7 +297,7 @@ def convert_mps(
 
     saved = save_model_dir(out, clip.eval(), tok, spec, _Head, overwrite=overwrite)
     spec = ScorerSpec.load(saved)
-    spec.head.update(condition=OVERALL_CONDITION, threshold=MASK_THRESHOLD)
+    spec.head = {**(spec.head or {}), "condition": OVERALL_CONDITION, "threshold": MASK_THRESHOLD}
     spec.save(saved)
     return saved
 

@@ -16,21 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
 from prefalign.data.images import Preprocess
-
-
-@runtime_checkable
-class ScorerLike(Protocol):
-    """Anything that scores a batch of images differentiably: a scorer or a ``WeightedReward``."""
-
-    def score_pixels(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        """``(B,)`` float32 scores of ``(B, 3, H, W)`` pixels in [0, 1], differentiable in ``pixels``."""
-        ...
+from prefalign.scoring.protocol import PixelScorerLike
 
 
 def check_pixels(pixels: torch.Tensor, prompts: Sequence[str] | str) -> list[str]:
@@ -44,12 +35,12 @@ def check_pixels(pixels: torch.Tensor, prompts: Sequence[str] | str) -> list[str
         raise ValueError(f"pixels must be a (B, 3, H, W) tensor in [0, 1], got {shape}")
     if not pixels.is_floating_point():
         raise ValueError(f"pixels must be floats in [0, 1] (divide uint8 images by 255), got {pixels.dtype}")
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if len(prompts) == 1:
-        prompts = prompts * pixels.shape[0]
-    if len(prompts) != pixels.shape[0]:
-        raise ValueError(f"{len(prompts)} prompts for {pixels.shape[0]} images (give 1 or one per image)")
-    return prompts
+    out = [prompts] if isinstance(prompts, str) else list(prompts)
+    if len(out) == 1:
+        out = out * pixels.shape[0]
+    if len(out) != pixels.shape[0]:
+        raise ValueError(f"{len(out)} prompts for {pixels.shape[0]} images (give 1 or one per image)")
+    return out
 
 
 # Pillow's fixed-point resampler (src/libImaging/Resample.c): coefficients scaled by 2**22 and
@@ -219,11 +210,11 @@ class WeightedReward:
         >>> reward.score_pixels(images, prompts).mean().backward()         # doctest: +SKIP
     """
 
-    def __init__(self, terms: Sequence[tuple[float, ScorerLike]]):
+    def __init__(self, terms: Sequence[tuple[float, PixelScorerLike]]):
         if not terms:
             raise ValueError("a weighted reward needs at least one (weight, scorer) term")
         for weight, scorer in terms:
-            if not isinstance(scorer, ScorerLike):
+            if not isinstance(scorer, PixelScorerLike):
                 raise TypeError(f"{scorer!r} has no score_pixels(pixels, prompts)")
             if not isinstance(weight, (int, float)):
                 raise TypeError(f"weight {weight!r} is not a number")

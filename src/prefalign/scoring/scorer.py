@@ -9,7 +9,6 @@ across records, and decodes the next batch in a background thread while the mode
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -83,6 +82,10 @@ class Scorer:
         >>> scorer.score(["a.png", "b.png"], "a red circle")          # doctest: +SKIP
         tensor([27.31, 24.96])
     """
+
+    #: which of ``prefalign.json``, a ``KIND:`` prefix or ``--kind``, or the catalog decided the kind
+    #: (set by ``load_scorer``).
+    kind_source: str = "prefalign.json"
 
     def __init__(
         self,
@@ -238,10 +241,13 @@ class Scorer:
     @torch.inference_mode()
     def score_embeddings(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor | None) -> torch.Tensor:
         """Scores of aligned rows of normalised image and text embeddings (text broadcasts)."""
-        if self.kind == "aesthetic":
-            return self.head(image_embeds.to(self.device)).float()
-        if self.kind == "reward":
-            return self.head(image_embeds.to(self.device), text_embeds.to(self.device)).float()
+        head = self.head
+        if self.kind == "aesthetic" and head is not None:
+            return head(image_embeds.to(self.device)).float()
+        if text_embeds is None:
+            raise ValueError(f"a {self.kind} score needs the prompt's text embeddings")
+        if self.kind == "reward" and head is not None:
+            return head(image_embeds.to(self.device), text_embeds.to(self.device)).float()
         cos = (image_embeds.to(self.device) * text_embeds.to(self.device)).sum(-1)
         if self.kind == "hps":
             return 100.0 * cos
@@ -398,8 +404,3 @@ def _no_progress(progress: bool | None) -> bool:
 
         return not sys.stderr.isatty()
     return not progress
-
-
-def nan_to_none(values: np.ndarray) -> list[float | None]:
-    """Scores as a list with ``None`` for NaN (for tables and JSON)."""
-    return [None if math.isnan(v) else float(v) for v in values]

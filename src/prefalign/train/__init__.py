@@ -9,6 +9,8 @@ Each method is a Trainer/Config pair; both write a model directory in the prefal
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefalign._lazy import lazy_attributes
 
 _LAZY = {
@@ -28,7 +30,39 @@ _LAZY = {
     "perturb_prompt": "prefalign.train.prompts",
 }
 
-__all__ = sorted(_LAZY)
+# Type checkers see the real names (and `__getattr__` is hidden from them, so a misspelt name
+# is an error); at run time each name imports its module on first use.
+if TYPE_CHECKING:
+    from prefalign.train.config import TrainConfig, TrainConfigError
+    from prefalign.train.examples import TrainingDataError
+    from prefalign.train.loop import TrainerState, TrainingInterrupted, TrainResult
+    from prefalign.train.preference_config import PreferenceConfig
+    from prefalign.train.preference_trainer import PreferenceTrainer
+    from prefalign.train.prompts import (
+        CompositionalFamily,
+        CompositionalPrompt,
+        compositional_prompts,
+        perturb_prompt,
+    )
+    from prefalign.train.reward_config import RewardConfig
+    from prefalign.train.reward_trainer import RewardTrainer
 
+__all__ = [
+    "CompositionalFamily",
+    "CompositionalPrompt",
+    "PreferenceConfig",
+    "PreferenceTrainer",
+    "RewardConfig",
+    "RewardTrainer",
+    "TrainConfig",
+    "TrainConfigError",
+    "TrainResult",
+    "TrainerState",
+    "TrainingDataError",
+    "TrainingInterrupted",
+    "compositional_prompts",
+    "perturb_prompt",
+]
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefalign.data.dataset import DatasetError
+from prefalign.files import write_atomic
 
 IMAGE_MODES = ("link", "copy", "symlink", "reference")
 
@@ -71,10 +72,7 @@ class ImagePlacer:
         self.report.images += 1
         target = self.out / rel
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.part")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
+            write_atomic(target, data, suffix=".part")
         return rel
 
 
