@@ -170,7 +170,7 @@ def create_app(
     study = find_study(store, read_study_config(study_dir).name)
     sweep_interval = min(SWEEP_INTERVAL, lease)
     next_sweep = [0.0]
-    secure_cookie = bool(base_url) and (origin_of(base_url) or "").startswith("https://")
+    secure_cookie = bool(base_url) and (origin_of(base_url or "") or "").startswith("https://")
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app = FastAPI(title="prefalign annotate", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(SecurityHeaders)

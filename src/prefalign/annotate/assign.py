@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeAlias
 
 from sqlalchemy import Connection, and_, exists, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -21,7 +22,7 @@ from prefalign.annotate.models import SHUFFLE_RANGE, Assignment, Study, Task, ut
 # Every function here runs plain Core statements (column selects, no ORM objects), so it works
 # on an ORM session and on a bare connection alike; the server passes a connection, which
 # costs far less Python per request than a session (issue 17).
-Executor = Session | Connection
+Executor: TypeAlias = Session | Connection
 
 DEFAULT_LEASE = timedelta(minutes=30)
 # The shown order must not be predictable from the task, so use the OS's randomness.

@@ -205,7 +205,7 @@ def write_pair_study(
             name = f"images/{record_id}-{rng.getrandbits(48):012x}{image.path.suffix.lower()}"
             _place(image.path, study_dir / name)
             names.append(name)
-        meta = {"a": str(image_a.path), "b": str(image_b.path), "pair_key": image_a.name}
+        meta: dict[str, object] = {"a": str(image_a.path), "b": str(image_b.path), "pair_key": image_a.name}
         if plan.matched_by == MATCH_SEED:
             meta["seed"] = image_a.seed
         records.append(

@@ -10,6 +10,7 @@ row; a different answer to an answered task is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.engine import Row
@@ -87,7 +88,7 @@ def _parse_answer(kind: str, raw: object, n_images: int) -> dict:
 
 
 # Plain Core statements: they run on an ORM session and on a bare connection (the server's).
-Executor = Session | Connection
+Executor: TypeAlias = Session | Connection
 
 
 def assignment_for(session: Executor, study: Study, annotator_id: int, task_id: int) -> Row:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -80,7 +80,7 @@ def decode_ahead(
     workers: int = 1,
     ahead: int = 2,
     pin_memory: bool = False,
-) -> Iterator[DecodedBatch]:
+) -> Generator[DecodedBatch, None, None]:
     """Decode ``batches`` of sources in ``workers`` threads, up to ``ahead`` batches (at least
     ``workers``) in flight, and yield them in the order given, whatever order they finish in."""
     batches = iter(batches)

@@ -169,7 +169,7 @@ def ab_study_result(records: Sequence) -> ABStudyResult:
         agreement_result = AnnotatorAgreement(
             items=len(shared),
             pairwise=couples / all_couples,
-            fleiss_kappa=fleiss_kappa([tuple(ab) for ab in shared.values()]),
+            fleiss_kappa=fleiss_kappa([(ab[0], ab[1]) for ab in shared.values()]),
             per_participant_mean=human.mean if human else math.nan,
             per_participant_std=human.std if human else math.nan,
             per_participant=dict(human.per_participant) if human else {},

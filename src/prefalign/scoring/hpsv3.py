@@ -280,7 +280,7 @@ EMBED_KEY = "model.language_model.embed_tokens.weight"  # after _rename
 _HEAD_KEYS = re.compile(r"^rm_head\.(\d+)\.(weight|bias)$")
 
 
-def _rename(key: str) -> str | None:
+def _rename(key: str) -> str:
     """Release key (transformers 4.4x layout) -> transformers 5 ``Qwen2VLForConditionalGeneration`` key."""
     if key.startswith("visual."):
         return "model." + key

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prefalign.training.config import ConfigError, TrainingConfig, read_recipe, upgrade_names
+
+ConfigT = TypeVar("ConfigT", bound=TrainingConfig)
 
 _DEPRECATED_DEST = "_deprecated__"
 _NOT_IMPLEMENTED = " [not implemented by this trainer yet: only the default is accepted]"
@@ -46,7 +48,7 @@ class TrainerParser(argparse.ArgumentParser):
         for hook in self.on_populate:
             hook(self)
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_known_args(self, args=None, namespace=None):
         self.populate()
         return super().parse_known_args(args, namespace)
 
@@ -118,7 +120,7 @@ def _finish(parser: argparse.ArgumentParser, config_cls: type[TrainingConfig]) -
         )
 
 
-def config_from_args(config_cls: type[TrainingConfig], args: argparse.Namespace) -> TrainingConfig:
+def config_from_args(config_cls: type[ConfigT], args: argparse.Namespace) -> ConfigT:
     """The config of a command: field defaults, then ``--config``, then the options given.
 
     Raises ``ConfigError`` naming the file and the unknown keys, a wrong type, or an old name
@@ -149,7 +151,9 @@ def config_from_args(config_cls: type[TrainingConfig], args: argparse.Namespace)
         )
         given = upgraded
     values = {**recipe, **given}
-    return config_cls.from_dict(values, source=str(config_file) if config_file else "command line")
+    return cast(
+        ConfigT, config_cls.from_dict(values, source=str(config_file) if config_file else "command line")
+    )
 
 
 def deprecated_aliases(config_cls: type[TrainingConfig]) -> dict[str, str]:

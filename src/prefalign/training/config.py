@@ -155,10 +155,9 @@ class TrainingConfig:
         typed = {k: coerce(k, types[k], v, source) for k, v in values.items()}
         choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(cls)}
         for name, value in typed.items():
-            if choices[name] and value is not None and value not in choices[name]:
-                raise ConfigError(
-                    f"{source}: {name} must be one of {', '.join(choices[name])}, got {value!r}"
-                )
+            allowed = choices[name]
+            if allowed and value is not None and value not in allowed:
+                raise ConfigError(f"{source}: {name} must be one of {', '.join(allowed)}, got {value!r}")
         return cls(**typed)
 
     @classmethod
