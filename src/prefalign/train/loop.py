@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import random
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -160,12 +161,13 @@ class Trainer(LoopCore):
 
         cfg = self.config
         out = Path(cfg.output_dir)
-        # A tracker's logs/ may be there from the interrupted run that is being resumed.
-        if out.exists() and any(p.name != LOGGING_DIR for p in out.iterdir()) and not cfg.overwrite:
+        if out.exists() and any(out.iterdir()) and not cfg.overwrite:
             raise TrainConfigError(f"{out}: already exists and is not empty (use --overwrite to replace it)")
         resume_dir = self.find_checkpoint(cfg.checkpoint_path) if cfg.resume_from_checkpoint else None
 
-        acc = self.make_accelerator(out)
+        # Trackers log beside the checkpoints while training (the model directory is written at the
+        # end, atomically); _finish moves their files into OUTPUT_DIR/logs.
+        acc = self.make_accelerator(out, logging_dir=cfg.checkpoint_path / LOGGING_DIR)
         set_seed(cfg.seed)
         self.setup()
         model = self.build_model()
@@ -284,8 +286,13 @@ class Trainer(LoopCore):
         skipped = self.skipped.to_dict()
         for reason, n in state.load_failures.items():
             skipped[f"at load time: {reason}"] = n
+        self.end_trackers()
         if acc.is_main_process:
             self._write_outputs(acc.unwrap_model(self.model), out, state, eval_before, eval_after, skipped)
+            logs = self.config.checkpoint_path / LOGGING_DIR
+            if logs.is_dir():
+                shutil.rmtree(out / LOGGING_DIR, ignore_errors=True)
+                shutil.move(str(logs), str(out / LOGGING_DIR))
         acc.wait_for_everyone()
         return TrainResult(out, state, eval_before, eval_after, skipped)
 

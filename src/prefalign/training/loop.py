@@ -142,8 +142,8 @@ class LoopCore:
     accelerator: Any = None
 
     # ------------------------------------------------------------------ accelerate
-    def make_accelerator(self, project_dir: Path) -> Any:
-        """The run's ``Accelerator``; trackers log under ``project_dir/logs``.
+    def make_accelerator(self, project_dir: Path, logging_dir: Path | None = None) -> Any:
+        """The run's ``Accelerator``; trackers log under ``logging_dir`` (default ``project_dir/logs``).
 
         Raises:
             error_cls: fp16 without a GPU (accelerate would run in fp32 and say nothing).
@@ -157,13 +157,20 @@ class LoopCore:
                 "mixed_precision fp16 needs a GPU (on a CPU accelerate would train in fp32); "
                 "use --mixed_precision bf16 or no"
             )
+        # accelerate keeps one AcceleratorState per process, fixed by the first Accelerator; a second
+        # run in the same process (a notebook, the tests) with another mixed precision would be
+        # refused. The distributed state (PartialState) is kept.
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
             cpu=cfg.cpu,
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             log_with=None if cfg.report_to == "none" else cfg.report_to,
             project_config=ProjectConfiguration(
-                project_dir=str(project_dir), logging_dir=str(Path(project_dir) / LOGGING_DIR)
+                project_dir=str(project_dir),
+                logging_dir=str(logging_dir or Path(project_dir) / LOGGING_DIR),
             ),
         )
         return self.accelerator
@@ -180,7 +187,8 @@ class LoopCore:
 
     def end_trackers(self) -> None:
         """Flush and close the trackers (``accelerator.end_training``)."""
-        if self.accelerator is not None:
+        if self.accelerator is not None and not getattr(self, "_trackers_ended", False):
+            self._trackers_ended = True
             self.accelerator.end_training()
 
     def optimizer_step(self, optimizer: Any, parameters: list[nn.Parameter]) -> None:
