@@ -186,10 +186,14 @@ class LoopCore:
             self.accelerator.init_trackers(self.name, config=tracker_config(self.config))
 
     def end_trackers(self) -> None:
-        """Flush and close the trackers (``accelerator.end_training``)."""
-        if self.accelerator is not None and not getattr(self, "_trackers_ended", False):
-            self._trackers_ended = True
-            self.accelerator.end_training()
+        """Flush and close the trackers (what ``accelerator.end_training`` does, less its
+        ``destroy_process_group``: a second run in the same processes needs the group)."""
+        if self.accelerator is None:
+            return
+        if self.accelerator.is_main_process:
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
+        self.accelerator.trackers = []
 
     def optimizer_step(self, optimizer: Any, parameters: list[nn.Parameter]) -> None:
         """Clip to ``max_grad_norm`` (0: no clipping), step and zero the gradients: call on sync steps."""
