@@ -130,3 +130,19 @@ def test_tensorboard_gets_the_logged_loss(tmp_path, shapes_data, tiny_sd):
     logged = [(e.step, e.value) for e in acc.Scalars("train/loss")]
     assert [s for s, _ in logged] == [r["step"] for r in rows] == [1, 2]
     assert [v for _, v in logged] == pytest.approx([r["loss"] for r in rows], rel=1e-6)
+
+
+def test_an_interrupted_adapt_command_exits_130_naming_the_checkpoint(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    import prefalign.adapt.lora
+    from prefalign.cli.main import main
+
+    def interrupted(config):
+        raise TrainingInterrupted(Path(config.output_dir) / "checkpoints" / "step-0000007")
+
+    monkeypatch.setattr(prefalign.adapt.lora, "train_lora", interrupted)
+    code = main(["adapt", "train-lora", "--data", "d", "--base", "b", "--output_dir", str(tmp_path / "o")])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "checkpoint written to" in err and "step-0000007" in err
