@@ -97,7 +97,8 @@ def load_pixels(
     arrays = []
     for k, path in enumerate(paths):
         img = resize_shorter_side(load_image(path), resolution)
-        left, top = crop_box(*img.size, resolution, None if generators is None else generators[k])
+        width, height = img.size
+        left, top = crop_box(width, height, resolution, None if generators is None else generators[k])
         img = img.crop((left, top, left + resolution, top + resolution))
         arrays.append(np.asarray(img, dtype=np.float32))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
