@@ -90,3 +90,82 @@ def copy_without(src: Path, dst: Path, missing: str) -> Path:
     shutil.copytree(src, dst)
     shutil.rmtree(dst / missing)
     return dst
+
+
+def rwr_config(data: Path, base: Path, out: Path, **overrides):
+    """A reward-weighted run small enough for a CPU test (the whole UNet trains by default)."""
+    from prefalign.adapt.config import RewardWeightedConfig
+
+    settings = dict(
+        data=str(data),
+        base=str(base),
+        output_dir=str(out),
+        max_steps=3,
+        per_device_train_batch_size=2,
+        resolution=32,
+        rank=4,
+        learning_rate=1e-3,
+        save_steps=0,
+        logging_steps=1,
+        beta=0.5,
+        cpu=True,
+    )
+    settings.update(overrides)
+    return RewardWeightedConfig(**settings)
+
+
+def dpo_config(data: Path, base: Path, out: Path, **overrides):
+    """A Diffusion-DPO LoRA run small enough for a CPU test."""
+    from prefalign.adapt.dpo import DPOConfig
+
+    settings = dict(
+        data=str(data),
+        base=str(base),
+        output_dir=str(out),
+        max_steps=3,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=1,
+        resolution=32,
+        rank=4,
+        learning_rate=1e-3,
+        save_steps=0,
+        logging_steps=1,
+        cpu=True,
+    )
+    settings.update(overrides)
+    return DPOConfig(**settings)
+
+
+def make_trainer(kind: str, data: Path, base: Path, out: Path, cls=None, **overrides):
+    """A tiny trainer of ``kind`` (lora, rwr or dpo) on ``data`` (choice records) from ``base``.
+
+    rwr trains the whole UNet (Lee et al.) with weight 0.5 on every pair and the data as its own
+    pre-training set; dpo trains a LoRA on the records' preference pairs. ``cls``: a subclass
+    of the kind's trainer to build instead.
+    """
+    from prefalign.adapt.trainer import DiffusionFineTuner, examples_from_dataset
+    from prefalign.data import load_dataset
+
+    examples = examples_from_dataset(load_dataset(data))
+    if kind == "lora":
+        return (cls or DiffusionFineTuner)(lora_config(data, base, out, **overrides), examples)
+    if kind == "rwr":
+        for e in examples:
+            e.weight = 0.5
+        config = rwr_config(data, base, out, prior_data=str(data), **overrides)
+        return (cls or DiffusionFineTuner)(config, examples, prior=examples, beta=config.beta, train="unet")
+    from prefalign.adapt.dpo import DPOFineTuner, preference_pairs
+
+    config = dpo_config(data, base, out, **overrides)
+    return (cls or DPOFineTuner)(config, preference_pairs(load_dataset(data)))
+
+
+def trained_weights(kind: str, out: Path) -> dict[str, torch.Tensor]:
+    """The weights a run saved: the LoRA adapter, or the whole UNet of a full run."""
+    from safetensors.torch import load_file
+
+    if kind == "rwr":
+        return load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    from prefalign.adapt.adapter import LORA_WEIGHTS_FILE
+
+    return load_file(out / LORA_WEIGHTS_FILE)

@@ -132,3 +132,20 @@ def trained_preference(tiny_clip32, choice_data, tmp_path_factory):
     trainer = PreferenceTrainer(config)
     result = trainer.train()
     return trainer, result
+
+
+@pytest.fixture(scope="package")
+def tiny_scorer32(tiny_clip32, tmp_path_factory) -> Path:
+    """The tiny CLIP in the prefalign model format (kind hps): a base the reward trainer loads."""
+    from prefalign.scoring import convert_checkpoint
+
+    return convert_checkpoint("hf-clip", tiny_clip32, tmp_path_factory.mktemp("scorer32") / "hps", kind="hps")
+
+
+def trainer_case(kind, data, base, out, **overrides):
+    """``(trainer, weights file)`` of a tiny run of trainer ``kind`` (scorer or reward)."""
+    from prefalign.train import PreferenceTrainer, RewardTrainer
+
+    if kind == "scorer":
+        return PreferenceTrainer(tiny_preference_config(data, base, out, **overrides)), "model.safetensors"
+    return RewardTrainer(tiny_reward_config(data, base, out, **overrides)), "head.safetensors"

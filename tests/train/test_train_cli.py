@@ -118,13 +118,13 @@ def test_ctrl_c_from_the_command_line_exits_130_with_the_checkpoint(
 
     from prefalign.train.loop import Trainer
 
-    original = Trainer._reduce_metrics
+    original = Trainer.reduce_metrics  # the shared core's, called once per optimizer step
 
-    def press_ctrl_c(self, loss, metrics):
+    def press_ctrl_c(self, values):
         signal.raise_signal(signal.SIGINT)
-        return original(self, loss, metrics)
+        return original(self, values)
 
-    monkeypatch.setattr(Trainer, "_reduce_metrics", press_ctrl_c)
+    monkeypatch.setattr(Trainer, "reduce_metrics", press_ctrl_c)
     out = tmp_path / "m"
     args = [
         "train",
@@ -140,7 +140,7 @@ def test_ctrl_c_from_the_command_line_exits_130_with_the_checkpoint(
     assert main([*args, "--max-steps", "4"]) == 130
     assert "--resume_from_checkpoint" in capsys.readouterr().err
     assert (tmp_path / "m.checkpoints" / "step-0000001").is_dir()
-    monkeypatch.setattr(Trainer, "_reduce_metrics", original)
+    monkeypatch.setattr(Trainer, "reduce_metrics", original)
     assert main([*args, "--max-steps", "4", "--resume_from_checkpoint"]) == 0
     assert (
         len([line for line in (out / "training_log.jsonl").read_text().splitlines() if '"train"' in line])

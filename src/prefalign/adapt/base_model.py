@@ -185,8 +185,10 @@ def images_to_latents(
         generators: one CPU generator per image for its posterior sample.
     """
     with torch.no_grad():
-        dist = components.vae.encode(pixels).latent_dist
-        shape, dtype = dist.mean.shape[1:], dist.mean.dtype
-        noise = torch.stack([torch.randn(shape, generator=g, dtype=dtype) for g in generators])
-        latents = dist.mean + dist.std * noise.to(pixels.device)
+        # A VAE cast to fp16/bf16 under mixed precision takes its pixels in its dtype; the
+        # posterior sample and the latents are fp32 either way.
+        dist = components.vae.encode(pixels.to(components.vae.dtype)).latent_dist
+        mean, std = dist.mean.float(), dist.std.float()
+        noise = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators])
+        latents = mean + std * noise.to(pixels.device)
     return latents * components.vae.config.scaling_factor

@@ -54,7 +54,6 @@ class DiffusionTrainingConfig(TrainingConfig):
             "warmup_steps",
             "eval_steps",
             "dataloader_num_workers",
-            "report_to",
         }
     )
     DEPRECATED: ClassVar[dict[str, str]] = ADAPT_DEPRECATED

@@ -224,11 +224,13 @@ class DPOFineTuner(DiffusionFineTuner):
             self.ref_unet = ref.requires_grad_(False).eval()
         super()._setup()
         if self.ref_unet is not None:
-            self.ref_unet.to(self.accelerator.device)
+            # Frozen: in the compute dtype under mixed precision, as the other frozen towers.
+            self.ref_unet.to(self.accelerator.device, dtype=self.weight_dtype)
 
     def _reference(self, noisy: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """The reference model's prediction, without gradients."""
-        with torch.no_grad():
+        # autocast: the reference copy is not wrapped by accelerate.prepare as the trained UNet is.
+        with torch.no_grad(), self.accelerator.autocast():
             if self.ref_unet is not None:
                 return self.ref_unet(noisy, timesteps, text).sample
             unet = self.accelerator.unwrap_model(self.unet)

@@ -3,12 +3,17 @@
 Both minimise ``reward_weighted_loss``: the HPS LoRA run is the case of unit weights and no
 pre-training term. The loop runs under accelerate (one CPU, one GPU, or ``accelerate launch``
 over many); the batch size is the total per optimizer step, split over processes and
-gradient-accumulation passes.
+gradient-accumulation passes. Accelerate, clipping, metrics averaged across processes,
+trackers, ``save_state`` checkpoints and Ctrl-C come from the shared core
+(``prefalign.training.loop``).
 
 Resume is exact: the data order, noise, timesteps and VAE posterior samples are drawn from
 generators seeded by the run seed and each sample's position in the run, so they do not depend
-on what ran before, nor on how a step's batch is split over processes and accumulation passes; a checkpoint holds only the trainable weights and the optimizer state (not the frozen
-UNet, which would be gigabytes per checkpoint for a LoRA run).
+on what ran before, nor on how a step's batch is split over processes and accumulation passes.
+A LoRA run's checkpoint holds only the adapter's weights (through accelerate's save/load
+hooks), the optimizer state and the grad scaler, never the frozen UNet (gigabytes per
+checkpoint). Under mixed precision the frozen VAE, text encoder and (for LoRA) base UNet are
+cast to the compute dtype, the trained weights stay fp32 (the diffusers LoRA recipe).
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,11 +35,12 @@ from prefalign.adapt.config import TRAIN_TARGETS, DiffusionTrainingConfig
 from prefalign.adapt.errors import AdaptError
 from prefalign.adapt.losses import per_sample_mse, reward_weighted_loss
 from prefalign.data.dataset import Dataset
+from prefalign.training.loop import LOG_FILE, LoopCore, StopRequest, TrainingInterrupted, write_log
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
-TRAIN_LOG_FILE = "training_log.jsonl"  # the same name as train/ (issue 13)
+TRAIN_LOG_FILE = LOG_FILE  # the same name as train/ (issue 13)
 # Stream ids that keep the random draws of the two data streams independent.
 _MODEL_STREAM, _PRIOR_STREAM = 0, 1
 
@@ -92,7 +97,8 @@ def load_pixels(
     arrays = []
     for k, path in enumerate(paths):
         img = resize_shorter_side(load_image(path), resolution)
-        left, top = crop_box(*img.size, resolution, None if generators is None else generators[k])
+        width, height = img.size
+        left, top = crop_box(width, height, resolution, None if generators is None else generators[k])
         img = img.crop((left, top, left + resolution, top + resolution))
         arrays.append(np.asarray(img, dtype=np.float32))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
@@ -115,7 +121,7 @@ def _indices(n: int, seed: int, stream: int, start: int, count: int) -> list[int
     return out
 
 
-class DiffusionFineTuner:
+class DiffusionFineTuner(LoopCore):
     """Fine-tune a Stable Diffusion UNet (a LoRA adapter or all weights) on weighted pairs.
 
     Args:
@@ -128,6 +134,10 @@ class DiffusionFineTuner:
         prior_batch_size: pre-training pairs per optimizer step over all processes and passes
             (default: the global batch, ``config.global_batch_size(processes)``).
     """
+
+    name = "diffusion"
+    error_cls = AdaptError
+    config: DiffusionTrainingConfig
 
     def __init__(
         self,
@@ -155,18 +165,12 @@ class DiffusionFineTuner:
         self.info = dict(info or {})
         self.prior_batch_size = prior_batch_size
         self.out = Path(config.output_dir)
+        self.log: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
-        from accelerate import Accelerator
-
         cfg = self.config
-        self.accelerator = Accelerator(
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            mixed_precision=cfg.mixed_precision,
-            cpu=cfg.cpu,
-        )
-        acc = self.accelerator
+        acc = self.make_accelerator(self.out)
         passes = cfg.gradient_accumulation_steps * acc.num_processes
         self.micro_batch = cfg.per_device_train_batch_size
         prior_global = self.prior_batch_size or cfg.global_batch_size(acc.num_processes)
@@ -186,6 +190,10 @@ class DiffusionFineTuner:
                     target_modules=list(LORA_TARGET_MODULES),
                 )
             )
+            # The frozen base in the compute dtype, the adapter in fp32 (the diffusers LoRA recipe).
+            for param in unet.parameters():
+                if not param.requires_grad:
+                    param.data = param.data.to(self.weight_dtype)
         else:
             unet.requires_grad_(True)
         if cfg.gradient_checkpointing:
@@ -197,69 +205,28 @@ class DiffusionFineTuner:
             list(self.trainable.values()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
         device = acc.device
-        self.sd.vae.to(device)
-        self.sd.text_encoder.to(device)
+        for frozen in (self.sd.vae, self.sd.text_encoder):
+            frozen.to(device)
+            if self.weight_dtype != torch.float32:  # the diffusers LoRA recipe
+                frozen.to(dtype=self.weight_dtype)
         self.unet, self.optimizer = acc.prepare(unet, optimizer)
+        if self.train_target == "lora":
+            self.checkpoint_trainable_only(unet)
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint_dirs(self) -> list[Path]:
-        root = self.out / CHECKPOINTS_DIR
-        return sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if root.is_dir() else []
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.out / CHECKPOINTS_DIR
 
-    def save_checkpoint(self, step: int) -> Path:
-        """Trainable weights, optimizer state and the step; older checkpoints beyond the limit go."""
-        from safetensors.torch import save_file
-
-        path = self.out / CHECKPOINTS_DIR / f"step-{step:07d}"
-        if self.accelerator.is_main_process:
-            tmp = path.with_name(path.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            save_file(
-                {n: p.detach().cpu().contiguous() for n, p in self.trainable.items()},
-                tmp / "trainable.safetensors",
-            )
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            (tmp / "state.json").write_text(
-                json.dumps({"step": step, "config": self.config.to_dict()}, indent=2)
-            )
-            shutil.rmtree(path, ignore_errors=True)
-            tmp.rename(path)
-            limit = self.config.save_total_limit
-            for old in self._checkpoint_dirs()[:-limit] if limit else []:
-                shutil.rmtree(old, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        return path
+    def _save_checkpoint(self, step: int) -> Path:
+        """``accelerator.save_state`` (adapter-only for LoRA) with the step and the log so far."""
+        return self.save_checkpoint(self.checkpoint_root, step, {"step": step, "log": self.log})
 
     def _resume(self) -> int:
-        from safetensors.torch import load_file
-
-        wanted = self.config.resume_from_checkpoint
-        if wanted and wanted != "latest":
-            path = Path(wanted)
-            if not (path / "state.json").is_file():
-                raise AdaptError(f"{path}: not a checkpoint of this trainer (no state.json)")
-        else:
-            dirs = self._checkpoint_dirs()
-            if not dirs:
-                raise AdaptError(
-                    f"{self.out}: --resume_from_checkpoint given but no checkpoint in {CHECKPOINTS_DIR}/"
-                )
-            path = dirs[-1]
-        weights = load_file(path / "trainable.safetensors")
-        if set(weights) != set(self.trainable):
-            raise AdaptError(
-                f"{path}: checkpoint does not match this run's trainable weights (other rank or target?)"
-            )
-        with torch.no_grad():
-            for name, param in self.trainable.items():
-                param.copy_(weights[name].to(param))
-        self.optimizer.load_state_dict(
-            torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        )
-        step = int(json.loads((path / "state.json").read_text())["step"])
-        logger.info("resumed from %s (step %d)", path, step)
-        return step
+        """Load the checkpoint ``resume_from_checkpoint`` names; the step it was written at."""
+        state = self.load_checkpoint(self.find_checkpoint(self.checkpoint_root))
+        self.log = list(state.get("log", []))
+        return int(state["step"])
 
     # ------------------------------------------------------------------ one pass
     def _pass_errors(
@@ -314,43 +281,68 @@ class DiffusionFineTuner:
 
     # ------------------------------------------------------------------ loop
     def train(self) -> Path:
-        """Run to ``config.max_steps`` and save the result; returns the output directory."""
-        self._setup()
-        cfg, acc = self.config, self.accelerator
-        self.out.mkdir(parents=True, exist_ok=True)
-        start = self._resume() if cfg.resume_from_checkpoint else 0
-        if not cfg.resume_from_checkpoint and self._checkpoint_dirs():
+        """Run to ``config.max_steps`` and save the result; returns the output directory.
+
+        Raises:
+            TrainingInterrupted: on Ctrl-C or SIGTERM, after writing a checkpoint.
+            AdaptError: unusable settings or checkpoint, or a loss that is not finite.
+        """
+        cfg = self.config
+        if not cfg.resume_from_checkpoint and any(self.checkpoint_root.glob("step-*")):
             raise AdaptError(
                 f"{self.out}: has checkpoints from an earlier run; pass --resume_from_checkpoint or use a new "
                 "--output_dir"
             )
-        log_file = self.out / TRAIN_LOG_FILE
-        t0 = time.perf_counter()
-        for step in range(start, cfg.max_steps):
-            record: dict[str, float] = {}
-            for micro in range(cfg.gradient_accumulation_steps):
-                with acc.accumulate(self.unet):
-                    loss = self._micro_loss(step, micro, record)
-                    acc.backward(loss)
-                    if acc.sync_gradients and cfg.max_grad_norm > 0:
-                        acc.clip_grad_norm_(list(self.trainable.values()), cfg.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-            if not math.isfinite(record["loss"]):
-                raise AdaptError(f"loss became {record['loss']} at step {step + 1}; lower the learning rate")
-            done = step + 1
-            if acc.is_main_process and (done % cfg.logging_steps == 0 or done == cfg.max_steps):
-                record.update(step=done, seconds=round(time.perf_counter() - t0, 3))
-                with log_file.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-                logger.info("step %d/%d loss %.5f", done, cfg.max_steps, record["loss"])
-            if cfg.save_steps and done % cfg.save_steps == 0 and done < cfg.max_steps:
-                self.save_checkpoint(done)
-        acc.wait_for_everyone()
+        self._setup()
+        acc = self.accelerator
+        start = self._resume() if cfg.resume_from_checkpoint else 0
+        self.out.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:
-            self._save_result()
-        acc.wait_for_everyone()
+            write_log(self.out / TRAIN_LOG_FILE, self.log)  # a resumed run's log up to its checkpoint
+        self.start_trackers()
+        try:
+            with StopRequest() as stop:
+                t0 = time.perf_counter()
+                for step in range(start, cfg.max_steps):
+                    self._train_step(step, t0)
+                    done = step + 1
+                    if cfg.save_steps and done % cfg.save_steps == 0 and done < cfg.max_steps:
+                        self._save_checkpoint(done)
+                    if self.any_process(stop.requested):
+                        raise TrainingInterrupted(self._save_checkpoint(done))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                write_log(self.out / TRAIN_LOG_FILE, self.log)
+                self._save_result()
+            acc.wait_for_everyone()
+        finally:
+            self.end_trackers()
         return self.out
+
+    def _train_step(self, step: int, t0: float) -> None:
+        """Optimizer step ``step`` (0-based): its accumulation passes, the update and its log row."""
+        cfg, acc = self.config, self.accelerator
+        record: dict[str, float] = {}
+        for micro in range(cfg.gradient_accumulation_steps):
+            with acc.accumulate(self.unet):
+                loss = self._micro_loss(step, micro, record)
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    self.optimizer_step(self.optimizer, list(self.trainable.values()))
+        done = step + 1
+        # Every step (a non-finite loss on one process must stop them all); logged every logging_steps.
+        row: dict[str, Any] = self.reduce_metrics(record)
+        if not math.isfinite(row["loss"]):
+            raise AdaptError(f"loss became {row['loss']} at step {done}; lower the learning rate")
+        if done % cfg.logging_steps and done != cfg.max_steps:
+            return
+        row.update(step=done, seconds=round(time.perf_counter() - t0, 3))
+        self.log.append(row)
+        self.log_to_trackers(row, done, prefix="train/")
+        if acc.is_main_process:
+            with (self.out / TRAIN_LOG_FILE).open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            logger.info("step %d/%d loss %.5f", done, cfg.max_steps, row["loss"])
 
     def _save_result(self) -> None:
         cfg = self.config

@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"prefalign {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"prefalign {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # TrainingInterrupted says where its checkpoint is
+        print(f"prefalign {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

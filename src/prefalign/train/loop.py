@@ -1,30 +1,34 @@
-"""The training loop both trainers share: accelerate, checkpoints, exact resume, Ctrl-C, logs.
+"""The preference/reward trainers' loop, on the shared core (``prefalign.training.loop``).
 
 A trainer subclass says what the data, the model, the loss, the evaluation and the saved model
-are; this module runs them the same way on one CPU, one GPU or many processes under
-``accelerate launch``:
+are; :class:`Trainer` runs them the same way on one CPU, one GPU or many processes under
+``accelerate launch``, with what every trainer shares from
+:class:`~prefalign.training.loop.LoopCore` (accumulation, clipping, metrics averaged across
+processes, trackers, ``save_state`` checkpoints, exact resume, Ctrl-C):
 
 * Data order is a seeded permutation per epoch, independent of any global RNG, so a resumed
   run sees the same batches as an uninterrupted one; accelerate shards each batch list across
-  processes.
-* A checkpoint (``CHECKPOINTS/step-NNNNNNN``) holds the model, optimizer, scheduler and RNG
-  states (``accelerator.save_state``) plus ``trainer_state.json`` (step, epoch, position in the
-  epoch, the log so far). It is written to a temporary name and renamed, so a checkpoint that
-  exists is complete.
+  processes. An optimizer step takes ``gradient_accumulation_steps`` batches per process (the
+  last step of an epoch may take fewer; its loss is then the mean over the batches it has).
+* A checkpoint (``CHECKPOINTS/step-NNNNNNN``) holds the model, optimizer, scheduler, grad scaler
+  and RNG states (``accelerator.save_state``) plus ``trainer_state.json`` (step, epoch, position
+  in the epoch, the log so far).
 * Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step: it writes a
   checkpoint and raises ``TrainingInterrupted``. A second Ctrl-C stops at once.
+* Mixed precision runs the forward under autocast; the frozen towers stay fp32 here (unlike the
+  diffusion trainers) because they are part of the saved model, which must keep the base's
+  weights bit for bit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import random
 import shutil
-import signal
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,38 +38,20 @@ from torch import nn
 
 from prefalign.train.config import TrainConfig, TrainConfigError
 from prefalign.train.examples import SkipReport
+from prefalign.training.loop import (
+    CONFIG_FILE,
+    LOG_FILE,
+    LOGGING_DIR,
+    LoopCore,
+    StopRequest,
+    TrainingInterrupted,
+    list_checkpoints,
+    write_log,
+)
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.json"
-LOG_FILE = "training_log.jsonl"
-CONFIG_FILE = "training_config.yaml"
 SUMMARY_FILE = "training_summary.json"
-# Options that may change between a run and its resumption without changing the results.
-RESUME_FREE_OPTIONS = frozenset(
-    {
-        "resume_from_checkpoint",
-        "progress",
-        "dataloader_num_workers",
-        "logging_steps",
-        "report_to",
-        "overwrite",
-        "save_steps",
-        "save_total_limit",
-        "checkpoint_dir",
-        "eval_steps",
-    }
-)
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on request (Ctrl-C, SIGTERM) after writing a resumable checkpoint."""
-
-    def __init__(self, checkpoint: Path):
-        self.checkpoint = checkpoint
-        super().__init__(
-            f"interrupted; checkpoint written to {checkpoint} (continue with --resume_from_checkpoint)"
-        )
 
 
 @dataclass
@@ -74,7 +60,7 @@ class TrainerState:
 
     step: int = 0
     epoch: int = 0
-    batch_in_epoch: int = 0
+    batch_in_epoch: int = 0  # batches (per process) of this epoch already trained on
     total_steps: int = 0
     log: list[dict[str, Any]] = field(default_factory=list)
     load_failures: dict[str, int] = field(default_factory=dict)
@@ -99,36 +85,7 @@ class TrainResult:
     skipped: dict[str, int]
 
 
-class _StopRequest:
-    """SIGINT/SIGTERM handlers that ask the loop to stop at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:  # a second Ctrl-C: stop now, without a checkpoint
-            self.restore()
-            raise KeyboardInterrupt
-        self.requested = True
-        logger.warning("stopping after this step and writing a checkpoint (Ctrl-C again to stop now)")
-
-    def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def __exit__(self, *exc) -> None:
-        self.restore()
-
-
-class Trainer:
+class Trainer(LoopCore):
     """Base of the trainers: subclasses fill in the hooks below; ``train()`` runs the loop.
 
     Args:
@@ -138,18 +95,22 @@ class Trainer:
     """
 
     name = "trainer"
+    error_cls = TrainConfigError
 
     def __init__(
         self, config: TrainConfig, *, callbacks: list[Callable[[Trainer, TrainerState], None]] | None = None
     ):
         config.validate()
-        self.config = config
+        self.config: TrainConfig = config
         self.callbacks = list(callbacks or [])
-        self.accelerator = None
-        self.model = self.optimizer = self.scheduler = None  # set by train(), for inspection
+        self.accelerator: Any = None
+        self.model: Any = None  # set by train(), for inspection
+        self.optimizer: Any = None
+        self.scheduler: Any = None
         self.train_examples: list = []
         self.eval_examples: list = []
         self.skipped = SkipReport()
+        self.total_steps = self.num_epochs = 0
 
     # ------------------------------------------------------------------ hooks
     def setup(self) -> None:
@@ -185,16 +146,28 @@ class Trainer:
             TrainingInterrupted: on Ctrl-C or SIGTERM, after writing a checkpoint.
             PrefalignError: bad data, base model or configuration, before training starts.
         """
-        from accelerate import Accelerator
+        state = self._prepare()
+        try:
+            eval_before = self._eval_before(state)
+            self._run_epochs(state)
+            eval_after = self._run_eval(self.model, state) if self.eval_examples else None
+            return self._finish(state, eval_before, eval_after)
+        finally:
+            self.end_trackers()
+
+    def _prepare(self) -> TrainerState:
+        """Accelerator, data, model, optimizer, scheduler, trackers; the state to start from."""
         from accelerate.utils import set_seed
 
         cfg = self.config
         out = Path(cfg.output_dir)
         if out.exists() and any(out.iterdir()) and not cfg.overwrite:
             raise TrainConfigError(f"{out}: already exists and is not empty (use --overwrite to replace it)")
-        resume_dir = self._find_resume_checkpoint() if cfg.resume_from_checkpoint else None
+        resume_dir = self.find_checkpoint(cfg.checkpoint_path) if cfg.resume_from_checkpoint else None
 
-        acc = self.accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+        # Trackers log beside the checkpoints while training (the model directory is written at the
+        # end, atomically); _finish moves their files into OUTPUT_DIR/logs.
+        acc = self.make_accelerator(out, logging_dir=cfg.checkpoint_path / LOGGING_DIR)
         set_seed(cfg.seed)
         self.setup()
         model = self.build_model()
@@ -204,91 +177,123 @@ class Trainer:
             betas=(cfg.adam_beta1, cfg.adam_beta2),
             eps=cfg.adam_epsilon,
         )
-        steps_per_epoch = len(self._epoch_loader(0))
-        total_steps = cfg.max_steps or cfg.num_train_epochs * steps_per_epoch
-        num_epochs = math.ceil(total_steps / steps_per_epoch)
-        scheduler = self._scheduler(optimizer, total_steps)
+        steps_per_epoch = math.ceil(len(self._epoch_loader(0)) / cfg.gradient_accumulation_steps)
+        self.total_steps = cfg.max_steps or cfg.num_train_epochs * steps_per_epoch
+        self.num_epochs = math.ceil(self.total_steps / steps_per_epoch)
+        scheduler = self._scheduler(optimizer, self.total_steps)
         model, optimizer = acc.prepare(model, optimizer)
         # Not through prepare(): accelerate would step it once per process per step.
         acc.register_for_checkpointing(scheduler)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
 
-        state = TrainerState(total_steps=total_steps)
+        state = TrainerState(total_steps=self.total_steps)
         if resume_dir is not None:
-            state = self._load_checkpoint(resume_dir)
-        self._log_start(model, total_steps)
+            state = TrainerState(**self.load_checkpoint(resume_dir))
+        self.start_trackers()
+        self._log_start(model, self.total_steps)
+        return state
 
-        eval_before = None
-        if state.step == 0 and cfg.eval_at_start and self.eval_examples:
-            eval_before = self._run_eval(model, state)
-        elif state.eval_log:
-            eval_before = {k: v for k, v in state.eval_log[0].items() if k not in ("type", "step")}
+    def _eval_before(self, state: TrainerState) -> dict[str, float] | None:
+        """The untrained model's held-out metrics (from the log when resuming)."""
+        if state.step == 0 and self.config.eval_at_start and self.eval_examples:
+            return self._run_eval(self.model, state)
+        if state.eval_log:
+            return {k: v for k, v in state.eval_log[0].items() if k not in ("type", "step")}
+        return None
 
+    def _run_epochs(self, state: TrainerState) -> None:
+        """Optimizer steps until ``total_steps``, epoch by epoch, from where ``state`` is."""
         from tqdm.auto import tqdm
 
+        cfg, acc = self.config, self.accelerator
         bar = tqdm(
-            total=total_steps,
+            total=self.total_steps,
             initial=state.step,
             desc=f"training {self.name}",
             unit="step",
             disable=not (cfg.progress and acc.is_main_process),
         )
-        with _StopRequest() as stop:
-            for epoch in range(state.epoch, num_epochs):
-                loader = self._epoch_loader(epoch)
-                if state.batch_in_epoch:
-                    from accelerate.data_loader import skip_first_batches
+        try:
+            with StopRequest() as stop:
+                for epoch in range(state.epoch, self.num_epochs):
+                    loader = self._epoch_loader(epoch)
+                    batches = len(loader)
+                    if state.batch_in_epoch:
+                        from accelerate.data_loader import skip_first_batches
 
-                    loader = skip_first_batches(loader, state.batch_in_epoch)
-                for batch in loader:
-                    model.train()
-                    loss, metrics = self.compute_loss(model, batch)
-                    acc.backward(loss)
-                    if cfg.max_grad_norm > 0:
-                        acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    self.after_optimizer_step(model)
-                    lr = scheduler.get_last_lr()[0]
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    state.step += 1
-                    state.batch_in_epoch += 1
-                    for path, reason in batch.get("failures", []):
-                        state.load_failures[reason] = state.load_failures.get(reason, 0) + 1
-                        logger.warning("skipped a record whose image failed to load: %s: %s", path, reason)
-
-                    row = self._reduce_metrics(loss, metrics)
-                    row = {"type": "train", "step": state.step, "epoch": epoch, **row, "lr": lr}
-                    state.log.append(row)
-                    bar.update(1)
-                    bar.set_postfix(self._postfix(row, state), refresh=False)
-
-                    if cfg.eval_steps and state.step % cfg.eval_steps == 0 and state.step < total_steps:
-                        self._run_eval(model, state)
-                    if cfg.save_steps and state.step % cfg.save_steps == 0 and state.step < total_steps:
-                        self._save_checkpoint(state)
-                    for callback in self.callbacks:
-                        callback(self, state)
-                    if self._any_process(stop.requested):
-                        checkpoint = self._save_checkpoint(state)
-                        bar.close()
-                        raise TrainingInterrupted(checkpoint)
-                    if state.step >= total_steps:
+                        loader = skip_first_batches(loader, state.batch_in_epoch)
+                    it = iter(loader)
+                    while state.batch_in_epoch < batches and state.step < self.total_steps:
+                        passes = min(cfg.gradient_accumulation_steps, batches - state.batch_in_epoch)
+                        row = self._train_step(it, passes, epoch, state)
+                        bar.update(1)
+                        bar.set_postfix(self._postfix(row, state), refresh=False)
+                        self._after_step(state, stop)
+                    if state.step >= self.total_steps:
                         break
-                if state.step >= total_steps:
-                    break
-                state.epoch += 1
-                state.batch_in_epoch = 0
-        bar.close()
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
+        finally:
+            bar.close()
 
-        eval_after = self._run_eval(model, state) if self.eval_examples else None
+    def _train_step(self, batches: Iterator, passes: int, epoch: int, state: TrainerState) -> dict[str, Any]:
+        """One optimizer step over ``passes`` batches (gradients accumulated); the logged row."""
+        cfg, acc, model = self.config, self.accelerator, self.model
+        model.train()
+        totals: dict[str, float] = {}
+        for k in range(passes):
+            batch = next(batches)
+            sync = k == passes - 1
+            # DDP all-reduces the gradients only on the last pass of the step.
+            with contextlib.nullcontext() if sync else acc.no_sync(model):
+                loss, metrics = self.compute_loss(model, batch)
+                # accelerate divides by gradient_accumulation_steps; a short last step has fewer passes.
+                acc.backward(loss * (cfg.gradient_accumulation_steps / passes))
+            for name, value in {"loss": loss, **metrics}.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach().float()) / passes
+            for path, reason in batch.get("failures", []):
+                state.load_failures[reason] = state.load_failures.get(reason, 0) + 1
+                logger.warning("skipped a record whose image failed to load: %s: %s", path, reason)
+            state.batch_in_epoch += 1
+        self.optimizer_step(self.optimizer, self.trainable)
+        self.after_optimizer_step(model)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        state.step += 1
+        row = {"type": "train", "step": state.step, "epoch": epoch, **self.reduce_metrics(totals), "lr": lr}
+        if state.step % cfg.logging_steps == 0 or state.step == self.total_steps:
+            state.log.append(row)
+            self.log_to_trackers(row, state.step, prefix="train/")
+        return row
+
+    def _after_step(self, state: TrainerState, stop: StopRequest) -> None:
+        """Evaluation, checkpoint, callbacks and the stop request after an optimizer step."""
+        cfg = self.config
+        if cfg.eval_steps and state.step % cfg.eval_steps == 0 and state.step < self.total_steps:
+            self._run_eval(self.model, state)
+        if cfg.save_steps and state.step % cfg.save_steps == 0 and state.step < self.total_steps:
+            self._save_checkpoint(state)
+        for callback in self.callbacks:
+            callback(self, state)
+        if self.any_process(stop.requested):
+            raise TrainingInterrupted(self._save_checkpoint(state))
+
+    def _finish(self, state: TrainerState, eval_before, eval_after) -> TrainResult:
+        """Write the model directory (main process) and return the result."""
+        acc = self.accelerator
+        out = Path(self.config.output_dir)
         skipped = self.skipped.to_dict()
         for reason, n in state.load_failures.items():
             skipped[f"at load time: {reason}"] = n
+        self.end_trackers()
         if acc.is_main_process:
-            self._write_outputs(acc.unwrap_model(model), out, state, eval_before, eval_after, skipped)
+            self._write_outputs(acc.unwrap_model(self.model), out, state, eval_before, eval_after, skipped)
+            logs = self.config.checkpoint_path / LOGGING_DIR
+            if logs.is_dir():
+                shutil.rmtree(out / LOGGING_DIR, ignore_errors=True)
+                shutil.move(str(logs), str(out / LOGGING_DIR))
         acc.wait_for_everyone()
-        acc.end_training()
         return TrainResult(out, state, eval_before, eval_after, skipped)
 
     # ------------------------------------------------------------------ pieces
@@ -335,18 +340,6 @@ class Trainer:
             name, optimizer, num_warmup_steps=self.config.warmup_steps, num_training_steps=total_steps
         )
 
-    def _reduce_metrics(self, loss: torch.Tensor, metrics: dict[str, torch.Tensor]) -> dict[str, float]:
-        names = ["loss", *metrics]
-        values = torch.stack([loss.detach().float(), *(m.detach().float() for m in metrics.values())])
-        values = self.accelerator.reduce(values, reduction="mean")
-        return {n: float(v) for n, v in zip(names, values.cpu())}
-
-    def _any_process(self, flag: bool) -> bool:
-        if self.accelerator.num_processes == 1:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.accelerator.device)
-        return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
-
     def _postfix(self, row: dict[str, Any], state: TrainerState) -> dict[str, str]:
         post = {"loss": f"{row['loss']:.4f}"}
         if "accuracy" in row:
@@ -365,6 +358,7 @@ class Trainer:
             metrics = self.evaluate(model)
         model.train()
         state.log.append({"type": "eval", "step": state.step, **metrics})
+        self.log_to_trackers(metrics, state.step)
         if self.accelerator.is_main_process:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
             logger.info("step %d: %s", state.step, shown)
@@ -391,73 +385,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, state: TrainerState) -> Path:
-        acc = self.accelerator
-        root = self.config.checkpoint_path
-        final = root / f"step-{state.step:07d}"
-        tmp = root / f".step-{state.step:07d}.tmp"
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
-            (tmp / CONFIG_FILE).write_text(self.config.to_yaml(), encoding="utf-8")
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            self._prune_checkpoints(root)
-            logger.info("checkpoint: %s", final)
-        acc.wait_for_everyone()
-        return final
-
-    def _prune_checkpoints(self, root: Path) -> None:
-        limit = self.config.save_total_limit
-        if not limit:
-            return
-        for old in list_checkpoints(root)[:-limit]:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def _find_resume_checkpoint(self) -> Path:
-        cfg = self.config
-        if cfg.resume_from_checkpoint == "latest":
-            found = list_checkpoints(cfg.checkpoint_path)
-            if not found:
-                raise TrainConfigError(f"--resume_from_checkpoint: no checkpoint in {cfg.checkpoint_path}")
-            checkpoint = found[-1]
-        else:
-            checkpoint = Path(cfg.resume_from_checkpoint)
-            if not (checkpoint / STATE_FILE).is_file():
-                raise TrainConfigError(f"{checkpoint}: not a checkpoint (no {STATE_FILE})")
-        self._check_resume_config(checkpoint)
-        return checkpoint
-
-    def _check_resume_config(self, checkpoint: Path) -> None:
-        import yaml
-
-        saved = yaml.safe_load((checkpoint / CONFIG_FILE).read_text(encoding="utf-8")) or {}
-        # A checkpoint written before the shared vocabulary (issue 13) names its settings the old way.
-        saved = {self.config.DEPRECATED.get(k, k): v for k, v in saved.items()}
-        now = self.config.to_dict()
-        changed = sorted(k for k in now if k not in RESUME_FREE_OPTIONS and saved.get(k) != now[k])
-        if changed:
-            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-            raise TrainConfigError(
-                f"{checkpoint}: the checkpoint was written with other settings ({detail}); "
-                "resume with the same settings to continue the same run"
-            )
-
-    def _load_checkpoint(self, checkpoint: Path) -> TrainerState:
-        self.accelerator.load_state(str(checkpoint))
-        state = TrainerState(**json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")))
-        logger.info("resumed from %s at step %d", checkpoint, state.step)
-        return state
+        return self.save_checkpoint(self.config.checkpoint_path, state.step, asdict(state))
 
     # ------------------------------------------------------------------ outputs
     def _write_outputs(self, model, out: Path, state: TrainerState, eval_before, eval_after, skipped) -> None:
         self.save_model(model, out, state)
-        lines = "".join(json.dumps(row) + "\n" for row in state.log)
-        (out / LOG_FILE).write_text(lines, encoding="utf-8")
+        write_log(out / LOG_FILE, state.log)
         (out / CONFIG_FILE).write_text(self.config.to_yaml(), encoding="utf-8")
         summary = {
             "trainer": self.name,
@@ -470,15 +403,6 @@ class Trainer:
         }
         (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         logger.info("wrote %s", out)
-
-
-def list_checkpoints(root: str | Path) -> list[Path]:
-    """Complete checkpoints under ``root``, oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
 __all__ = [

@@ -82,7 +82,12 @@ class TrainingConfig:
     )
     eval_steps: int = option(0, "evaluate on held-out records every N optimizer steps (0: only at the end)")
     logging_steps: int = option(1, "log the loss every N optimizer steps")
-    report_to: str = option("none", "experiment tracker: none (only none so far)", choices=REPORT_TO)
+    report_to: str = option(
+        "none",
+        "experiment tracker through accelerate: none, tensorboard (OUTPUT_DIR/logs; pip install tensorboard) "
+        "or wandb (ours: none; training_log.jsonl is always written)",
+        choices=REPORT_TO,
+    )
     dataloader_num_workers: int = option(0, "DataLoader worker processes that decode images")
     cpu: bool = option(False, "train on the CPU even when a GPU is present (ours; transformers: use_cpu)")
 

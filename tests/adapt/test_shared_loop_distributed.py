@@ -1,0 +1,69 @@
+"""Two training processes (accelerate on CPU, gloo) equal one for the reward-weighted and DPO
+trainers, and a metric that differs per process is logged as its mean over processes."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from prefalign.adapt.trainer import DiffusionFineTuner
+
+from .conftest import make_trainer, trained_weights
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ProcessProbe(DiffusionFineTuner):
+    """Logs the process index as a metric: averaged over 2 processes it is 0.5."""
+
+    def _micro_loss(self, step, micro, record):
+        record["process_index"] = float(self.accelerator.process_index)
+        record["process_index_max"] = float(self.accelerator.process_index)
+        return super()._micro_loss(step, micro, record)
+
+
+def worker(rank: int, world: int, port: int, data: str, base: str, root: str) -> None:
+    import os
+    from pathlib import Path
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    for kind in ("rwr", "dpo"):
+        trainer = make_trainer(kind, Path(data), Path(base), Path(root) / kind, max_steps=2, max_grad_norm=0)
+        trainer.train()
+        assert trainer.accelerator.num_processes == world and trainer.micro_batch == 2
+    make_trainer("lora", Path(data), Path(base), Path(root) / "probe", cls=ProcessProbe, max_steps=1).train()
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_and_metrics_are_averaged(tmp_path, shapes_data, tiny_sd):
+    two = tmp_path / "two"
+    mp.spawn(worker, args=(2, _free_port(), str(shapes_data), str(tiny_sd), str(two)), nprocs=2, join=True)
+    for kind in ("rwr", "dpo"):
+        one = tmp_path / "one" / kind
+        make_trainer(
+            kind, shapes_data, tiny_sd, one, max_steps=2, max_grad_norm=0, per_device_train_batch_size=4
+        ).train()
+        a, b = trained_weights(kind, one), trained_weights(kind, two / kind)
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), kind
+        losses = [
+            [json.loads(line)["loss"] for line in (out / "training_log.jsonl").read_text().splitlines()]
+            for out in (one, two / kind)
+        ]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-4), kind
+    (row,) = [json.loads(line) for line in (two / "probe" / "training_log.jsonl").read_text().splitlines()]
+    assert row["process_index"] == 0.5 and row["process_index_max"] == 1.0
