@@ -78,8 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scheduler",
         default=DEFAULT_SCHEDULER,
-        choices=("pndm", "ddim", "dpm"),
-        help=f"sampler (default {DEFAULT_SCHEDULER})",
+        choices=("pndm", "ddim", "dpm", "euler"),
+        help=f"sampler (default {DEFAULT_SCHEDULER}, SD 1.x's; euler is SDXL's own)",
     )
     p.add_argument("--height", type=int, help="pixels (default: the model's native size)")
     p.add_argument("--width", type=int, help="pixels (default: --height)")
