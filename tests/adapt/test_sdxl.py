@@ -296,3 +296,27 @@ def test_train_dpo_on_sdxl(tmp_path, shapes_data, tiny_sdxl):
     for name, value in pipe.unet.state_dict().items():
         if "lora_" not in name:
             assert torch.equal(value, base[name.replace(".base_layer", "")]), name
+
+
+# ---------------------------------------------------------------------- the commands
+def test_commands_on_sdxl_and_the_unsupported_family_line(tmp_path, shapes_data, tiny_sdxl, capsys):
+    from prefalign.cli.main import main
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n")
+    lora = tmp_path / "lora"
+    assert main(["adapt", "train-lora", "--data", str(shapes_data), "--base", str(tiny_sdxl), "--output_dir", str(lora),
+                 "--max_steps", "1", "--per_device_train_batch_size", "2", "--resolution", "32", "--rank", "4", "--cpu"]) == 0  # fmt: skip
+    assert main(["generate", "--base", str(tiny_sdxl), "--lora", str(lora), "--prompts", str(prompts), "--seeds", "0",
+                 "--steps", "2", "--scheduler", "euler", "--out", str(tmp_path / "g"), "--device", "cpu"]) == 0  # fmt: skip
+    assert load_dataset(tmp_path / "g")[0].meta["family"] == "sdxl"
+    capsys.readouterr()
+    flux = tmp_path / "flux"
+    flux.mkdir()
+    (flux / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    assert (
+        main(["generate", "--base", str(flux), "--prompts", str(prompts), "--out", str(tmp_path / "f")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "FluxPipeline model (Flux) is not supported" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "f" / "records.parquet").exists()
