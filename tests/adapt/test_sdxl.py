@@ -203,6 +203,13 @@ def test_sdxl_lora_loads_in_plain_diffusers_and_equals_our_generation(
     generate(tiny_sdxl, ["a red circle"], [0], tmp_path / "ours", lora=sdxl_lora, settings=FAST)
     ours = load_dataset(tmp_path / "ours")
     assert np.array_equal(_pixels(ours, ours[0]), after)
+    # fused into the base (--merge): a plain SDXL directory that draws the same image
+    from prefalign.adapt.merge import merge_adapter
+
+    merged = _plain_pipe(merge_adapter(tiny_sdxl, sdxl_lora, tmp_path / "merged"))
+    assert not getattr(merged.unet, "peft_config", None)
+    assert type(merged.scheduler).__name__ == "EulerDiscreteScheduler"  # the base's own
+    assert np.abs(_plain_image(merged) - after).max() <= 1
     # an SDXL adapter on an SD 1.x base: refused by name, not a shape error deep in peft
     with pytest.raises(AdaptError, match="trained for a sdxl base"):
         generate(tiny_sd, ["a red circle"], [0], tmp_path / "wrong", lora=sdxl_lora, settings=FAST)
@@ -256,6 +263,7 @@ def test_train_rwr_on_sdxl_full_unet_resumes_exactly(tmp_path, shapes_data, tiny
         lambda c: train_reward_weighted(c, reward), config_for, "unet/diffusion_pytorch_model.safetensors"
     )
     pipe = StableDiffusionXLPipeline.from_pretrained(out, add_watermarker=False)  # a whole SDXL directory
+    assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"  # the base's own, not our sampler
     base = UNet2DConditionModel.from_pretrained(tiny_sdxl, subfolder="unet").state_dict()
     assert any(not torch.equal(v, base[k]) for k, v in pipe.unet.state_dict().items())
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]

@@ -244,7 +244,9 @@ def load_components(base: str | Path) -> SDComponents:
     )
 
 
-def load_pipeline(base: str | Path, *, scheduler: str = "pndm", device: str = "cpu", dtype: str = "fp32"):
+def load_pipeline(
+    base: str | Path, *, scheduler: str | None = "pndm", device: str = "cpu", dtype: str = "fp32"
+):
     """A ``StableDiffusionPipeline`` without safety checker (SD 1.x/2.x) or a
     ``StableDiffusionXLPipeline`` without invisible watermark (SDXL; ours, so that pixels are the
     model's own), with the named sampler.
@@ -253,7 +255,8 @@ def load_pipeline(base: str | Path, *, scheduler: str = "pndm", device: str = "c
         base: a diffusers directory, a hub id, or a single ``.safetensors``/``.ckpt`` checkpoint
             (diffusers' ``from_single_file``; it takes the component configs of the detected model
             type from the hub or the local cache).
-        scheduler: pndm, ddim, dpm or euler (SDXL's own sampler).
+        scheduler: pndm, ddim, dpm or euler (SDXL's own sampler); None keeps the base's own (what
+            a saved pipeline must keep).
         device: where to put the pipeline.
         dtype: fp32, fp16 or bf16 weights (fp16 needs a GPU).
 
@@ -276,7 +279,7 @@ def load_pipeline(base: str | Path, *, scheduler: str = "pndm", device: str = "c
         "dpm": DPMSolverMultistepScheduler,
         "euler": EulerDiscreteScheduler,
     }
-    if scheduler not in schedulers:
+    if scheduler is not None and scheduler not in schedulers:
         raise AdaptError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(schedulers)}")
     if dtype not in DTYPES:
         raise AdaptError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -307,7 +310,8 @@ def load_pipeline(base: str | Path, *, scheduler: str = "pndm", device: str = "c
         raise AdaptError(
             f"{base}: cannot load the Stable Diffusion pipeline ({first_line(exc)[:300]}){hint}"
         ) from None
-    pipe.scheduler = schedulers[scheduler].from_config(pipe.scheduler.config)
+    if scheduler is not None:
+        pipe.scheduler = schedulers[scheduler].from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

@@ -399,7 +399,7 @@ class DiffusionFineTuner:
         else:
             from prefalign.adapt.base_model import load_pipeline
 
-            pipe = load_pipeline(cfg.base)
+            pipe = load_pipeline(cfg.base, scheduler=None)  # the base's own sampler config
             pipe.unet = unet.eval().to("cpu")
             pipe.save_pretrained(self.out)
             (self.out / "prefalign_finetune.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
