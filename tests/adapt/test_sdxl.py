@@ -215,6 +215,16 @@ def test_sdxl_lora_loads_in_plain_diffusers_and_equals_our_generation(
         generate(tiny_sd, ["a red circle"], [0], tmp_path / "wrong", lora=sdxl_lora, settings=FAST)
 
 
+def test_sdxl_lora_exported_in_kohya_layout_draws_the_same_image(tmp_path, sdxl_lora, tiny_sdxl):
+    from prefalign.adapt.export import export_lora
+
+    export_lora(sdxl_lora, tmp_path / "xl.safetensors", "kohya")
+    ours, kohya = _plain_pipe(tiny_sdxl), _plain_pipe(tiny_sdxl)
+    ours.load_lora_weights(sdxl_lora)
+    kohya.load_lora_weights(str(tmp_path), weight_name="xl.safetensors")
+    assert np.array_equal(_plain_image(kohya), _plain_image(ours))
+
+
 def _assert_resume_exact(train, config_for, weights_file):
     from safetensors.torch import load_file
 
