@@ -31,7 +31,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from prefalign.adapt.base_model import Conditioning, detect_family, encode_prompts, images_to_latents
+from prefalign.adapt.base_model import (
+    Conditioning,
+    check_base,
+    detect_family,
+    encode_prompts,
+    images_to_latents,
+)
 from prefalign.adapt.config import TRAIN_TARGETS, DiffusionTrainingConfig
 from prefalign.adapt.errors import AdaptError
 from prefalign.adapt.losses import per_sample_mse
@@ -55,7 +61,7 @@ PAPER_BETA = {"sd1": 5000.0, "sd2": 5000.0, "sdxl": 5000.0}
 
 def default_beta(base: str | Path) -> float:
     """The paper's β for the family of ``base`` (see ``PAPER_BETA``)."""
-    return PAPER_BETA[detect_family(base)]
+    return PAPER_BETA[detect_family(check_base(base))]
 
 
 _PAIR_STREAM = 20  # generator ids of the DPO draws, apart from the other trainers' streams
