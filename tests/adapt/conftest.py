@@ -28,6 +28,14 @@ def tiny_sd(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> Path:
+    """A saved tiny Stable Diffusion XL directory (two text encoders, text_time conditioning, 32 px)."""
+    from prefalign.testing.diffusion import save_tiny_sdxl
+
+    return save_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "sdxl")
+
+
+@pytest.fixture(scope="session")
 def other_sd(tmp_path_factory) -> Path:
     """A tiny base of another architecture (other cross-attention width)."""
     from prefalign.testing.diffusion import save_tiny_sd

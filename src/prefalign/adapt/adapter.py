@@ -1,8 +1,8 @@
 """LoRA adapters on disk: diffusers' LoRA format plus ``prefalign_adapter.json``.
 
 The weights are ``pytorch_lora_weights.safetensors`` as written by
-``StableDiffusionPipeline.save_lora_weights``, so ``pipe.load_lora_weights(dir)`` loads them
-unchanged anywhere. ``prefalign_adapter.json`` adds what the weights do not say: the base
+``StableDiffusionPipeline.save_lora_weights`` (``StableDiffusionXLPipeline.save_lora_weights``
+for an SDXL base), so ``pipe.load_lora_weights(dir)`` loads them unchanged anywhere. ``prefalign_adapter.json`` adds what the weights do not say: the base
 architecture (to refuse an adapter made for another UNet with a clear message), the identifier
 the adapter was trained with (which generation uses as negative prompt), and provenance.
 """
@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prefalign.adapt.base_model import architecture_of
+from prefalign.adapt.base_model import SD1, SDXL, architecture_of
 from prefalign.adapt.errors import AdaptError
 from prefalign.errors import first_line
 
@@ -23,15 +23,17 @@ LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
 LORA_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 
 
-def save_lora_adapter(unet, out: str | Path, info: dict[str, Any]) -> Path:
+def save_lora_adapter(unet, out: str | Path, info: dict[str, Any], *, family: str = SD1) -> Path:
     """Save ``unet``'s LoRA layers in diffusers' format and ``info`` beside them.
 
     Args:
         unet: a UNet with a peft adapter named ``default`` (``unet.add_adapter``).
         out: the adapter directory.
         info: provenance to record (method, identifier, steps...); the architecture is added.
+        family: the base's family (``sd1``, ``sd2``, ``sdxl``): SDXL adapters are written by
+            ``StableDiffusionXLPipeline.save_lora_weights``, as diffusers' SDXL LoRA scripts do.
     """
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
@@ -39,7 +41,8 @@ def save_lora_adapter(unet, out: str | Path, info: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     config = unet.peft_config["default"]
-    StableDiffusionPipeline.save_lora_weights(
+    pipeline_class: Any = StableDiffusionXLPipeline if family == SDXL else StableDiffusionPipeline
+    pipeline_class.save_lora_weights(
         out,
         unet_lora_layers={k: v.detach().cpu().contiguous() for k, v in state.items()},
         safe_serialization=True,
@@ -53,6 +56,7 @@ def save_lora_adapter(unet, out: str | Path, info: dict[str, Any]) -> Path:
         "lora_alpha": config.lora_alpha,
         "target_modules": sorted(config.target_modules),
         "architecture": architecture_of(unet.config),
+        "family": family,
         **info,
     }
     (out / ADAPTER_INFO_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -137,6 +141,12 @@ def load_adapter(pipe, adapter: str | Path, weight_name: str | None = None) -> d
     """
     info = read_adapter_info(adapter, weight_name)
     directory, name = resolve_adapter(adapter, weight_name)
+    from diffusers import StableDiffusionXLPipeline
+
+    made_for = info.get("family")
+    if made_for is not None and (made_for == SDXL) != isinstance(pipe, StableDiffusionXLPipeline):
+        pipe_family = SDXL if isinstance(pipe, StableDiffusionXLPipeline) else "sd1/sd2"
+        raise AdaptError(f"{adapter}: adapter was trained for a {made_for} base, not this {pipe_family} one")
     wanted = info.get("architecture")
     have = architecture_of(pipe.unet.config)
     if wanted is not None and wanted != have:

@@ -61,7 +61,9 @@ class DiffusionTrainingConfig(TrainingConfig):
 
     data: str = option("", "image-caption dataset: each image is a training pair with its record's prompt")
     base: str = option(
-        "", "Stable Diffusion 1.x: a diffusers directory, a hub id, or one .safetensors/.ckpt file"
+        "",
+        "Stable Diffusion 1.x/2.x or SDXL (family read from the pipeline): a diffusers directory, a hub id, "
+        "or one .safetensors/.ckpt file",
     )
     output_dir: str = option("", "output directory: adapter (or UNet), checkpoints/, training_log.jsonl")
     max_steps: int = option(10_000, "optimizer steps")

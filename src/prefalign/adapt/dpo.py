@@ -31,18 +31,39 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from prefalign.adapt.base_model import encode_prompts, images_to_latents
+from prefalign.adapt.base_model import (
+    Conditioning,
+    check_base,
+    detect_family,
+    encode_prompts,
+    images_to_latents,
+)
 from prefalign.adapt.config import TRAIN_TARGETS, DiffusionTrainingConfig
 from prefalign.adapt.errors import AdaptError
 from prefalign.adapt.losses import per_sample_mse
-from prefalign.adapt.trainer import DiffusionFineTuner, Example, _generator, _indices, load_pixels
+from prefalign.adapt.trainer import (
+    DiffusionFineTuner,
+    Example,
+    _generator,
+    _indices,
+    load_pixels_and_geometry,
+)
 from prefalign.data.dataset import Dataset, load_dataset
 
 logger = logging.getLogger(__name__)
 
 # β with the authors' −β/2 scaling: their launchers (launchers/sd15.sh and sdxl.sh in
-# SalesforceAIResearch/DiffusionDPO) pass --beta_dpo 5000 for SD 1.5 and for SDXL.
-PAPER_BETA = {"sd1": 5000.0, "sdxl": 5000.0}
+# SalesforceAIResearch/DiffusionDPO) pass --beta_dpo 5000 for SD 1.5 and for SDXL, and diffusers'
+# train_diffusion_dpo_sdxl.py keeps the −½ scaling with the same 5000. SD 2.x has no published
+# run: ours, SD 1.5's value.
+PAPER_BETA = {"sd1": 5000.0, "sd2": 5000.0, "sdxl": 5000.0}
+
+
+def default_beta(base: str | Path) -> float:
+    """The paper's β for the family of ``base`` (see ``PAPER_BETA``)."""
+    return PAPER_BETA[detect_family(check_base(base))]
+
+
 _PAIR_STREAM = 20  # generator ids of the DPO draws, apart from the other trainers' streams
 
 
@@ -189,8 +210,9 @@ class DPOConfig(DiffusionTrainingConfig):
     beta: float | None = field(
         default=None,
         metadata={
-            "help": "DPO β with the authors' −β/2 scaling (default: 5000 for SD 1.x, the authors' launchers/"
-            "sd15.sh; diffusers' script writes the same value as 2500 without the ½)"
+            "help": "DPO β with the authors' −β/2 scaling (default by the base's family: 5000 for SD 1.x and "
+            "SDXL, the authors' launchers/sd15.sh and sdxl.sh; SD 2.x: 5000, ours; diffusers' SD script writes "
+            "the SD value as 2500 without the ½)"
         },
     )
     train: str = field(
@@ -212,7 +234,7 @@ class DPOFineTuner(DiffusionFineTuner):
         # The parent keeps a list of Examples for its checks; the DPO passes read self.pairs.
         super().__init__(config, [Example(p.win, p.prompt) for p in pairs], train=config.train, info=info)
         self.pairs = pairs
-        self.dpo_beta = float(config.beta if config.beta is not None else PAPER_BETA["sd1"])
+        self.dpo_beta = float(config.beta if config.beta is not None else default_beta(config.base))
         self.ref_unet: torch.nn.Module | None = None
 
     def _setup(self) -> None:
@@ -227,16 +249,18 @@ class DPOFineTuner(DiffusionFineTuner):
             # Frozen: in the compute dtype under mixed precision, as the other frozen towers.
             self.ref_unet.to(self.accelerator.device, dtype=self.weight_dtype)
 
-    def _reference(self, noisy: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def _reference(
+        self, noisy: torch.Tensor, timesteps: torch.Tensor, text: Conditioning | torch.Tensor
+    ) -> torch.Tensor:
         """The reference model's prediction, without gradients."""
         # autocast: the reference copy is not wrapped by accelerate.prepare as the trained UNet is.
         with torch.no_grad(), self.accelerator.autocast():
             if self.ref_unet is not None:
-                return self.ref_unet(noisy, timesteps, text).sample
+                return self._predict(noisy, timesteps, text, unet=self.ref_unet)
             unet = self.accelerator.unwrap_model(self.unet)
             unet.disable_adapters()
             try:
-                return self.unet(noisy, timesteps, text).sample
+                return self._predict(noisy, timesteps, text)
             finally:
                 unet.enable_adapters()
 
@@ -254,8 +278,8 @@ class DPOFineTuner(DiffusionFineTuner):
         def crops():
             return None if cfg.center_crop else [_generator(cfg.seed, _PAIR_STREAM + 1, g) for g in positions]
 
-        pixels_w = load_pixels([p.win for p in batch], cfg.resolution, crops())
-        pixels_l = load_pixels([p.lose for p in batch], cfg.resolution, crops())
+        pixels_w, geometry_w = load_pixels_and_geometry([p.win for p in batch], cfg.resolution, crops())
+        pixels_l, geometry_l = load_pixels_and_geometry([p.lose for p in batch], cfg.resolution, crops())
         pixels = torch.cat([pixels_w, pixels_l]).to(device)
         # Each image its own VAE posterior sample; each pair one noise and one timestep for both.
         vae_rngs = [_generator(cfg.seed, _PAIR_STREAM + 2, g, side) for side in (0, 1) for g in positions]
@@ -266,7 +290,11 @@ class DPOFineTuner(DiffusionFineTuner):
         t = torch.cat([torch.randint(0, steps_total, (1,), generator=g) for g in rngs]).to(device)
         noise, timesteps = noise.repeat(2, 1, 1, 1), t.repeat(2)
         noisy = sd.noise_scheduler.add_noise(latents, noise, timesteps)
-        text = encode_prompts(sd, [p.prompt for p in batch], device).repeat(2, 1, 1)
+        # SDXL's time ids from each image's own size and crop (diffusers' DPO SDXL script: the pair's).
+        prompts = [p.prompt for p in batch] * 2
+        text = encode_prompts(
+            sd, prompts, device, geometry=geometry_w + geometry_l, resolution=cfg.resolution
+        )
         kind = sd.noise_scheduler.config.prediction_type
         if kind == "epsilon":
             target = noise
@@ -274,7 +302,7 @@ class DPOFineTuner(DiffusionFineTuner):
             target = sd.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
             raise AdaptError(f"{cfg.base}: unsupported prediction type {kind!r}")
-        model_mse = per_sample_mse(self.unet(noisy, timesteps, text).sample, target)
+        model_mse = per_sample_mse(self._predict(noisy, timesteps, text), target)
         ref_mse = per_sample_mse(self._reference(noisy, timesteps, text), target)
         model_w, model_l = model_mse.chunk(2)
         ref_w, ref_l = ref_mse.chunk(2)
@@ -318,7 +346,7 @@ def train_dpo(config: DPOConfig) -> Path:
             "method": "diffusion-dpo",
             "identifier": None,
             "data": str(config.data),
-            "beta": config.beta if config.beta is not None else PAPER_BETA["sd1"],
+            "beta": config.beta if config.beta is not None else default_beta(config.base),
             "train": config.train,
             "pairs": report.pairs,
             "ties_skipped": report.ties_skipped,

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from prefalign.adapt.adapter import load_adapter
-from prefalign.adapt.base_model import load_pipeline
+from prefalign.adapt.base_model import detect_family, load_pipeline
 from prefalign.adapt.config import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 from prefalign.adapt.errors import AdaptError
 from prefalign.adapt.identifier import negative_prompt_for
@@ -35,7 +35,7 @@ class GenerationSettings:
     Attributes:
         steps: denoising steps.
         guidance: classifier-free guidance scale.
-        scheduler: sampler: pndm (SD's default), ddim or dpm.
+        scheduler: sampler: pndm (SD 1.x's default), ddim, dpm or euler (SDXL's default).
         height: image height in pixels (default: the UNet's sample size x VAE factor).
         width: image width in pixels (default: as height).
         negative_prompt: None to use the adapter's identifier (if it was trained with one), ""
@@ -114,7 +114,9 @@ def generate(
     """Generate one image per (prompt, seed) — or the best ``keep`` of ``best_of`` — into a dataset.
 
     Args:
-        base: Stable Diffusion diffusers directory (or hub id).
+        base: Stable Diffusion diffusers directory (or hub id): SD 1.x/2.x through
+            ``StableDiffusionPipeline``, SDXL through ``StableDiffusionXLPipeline`` (detected from
+            the pipeline; any other family is refused by name).
         prompts: the prompts.
         seeds: one image per prompt and seed; with ``best_of`` K, each seed s is a group whose
             K candidates use seeds s·K … s·K+K−1.
@@ -174,6 +176,7 @@ def generate(
     common_meta = {
         "model": name,
         "base": str(base),
+        "family": detect_family(base),
         "lora": None if lora is None else str(lora),
         "negative_prompt": negative,
         **{

@@ -9,8 +9,9 @@ from prefalign.adapt.base_model import load_pipeline
 
 
 def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
-    """Save ``base`` with ``adapter`` fused into its UNet weights as a diffusers directory."""
-    pipe = load_pipeline(base)
+    """Save ``base`` with ``adapter`` fused into its UNet weights as a diffusers directory (with the
+    base's own scheduler: SDXL keeps its Euler config)."""
+    pipe = load_pipeline(base, scheduler=None)
     load_adapter(pipe, adapter)
     pipe.fuse_lora()
     pipe.unload_lora_weights()

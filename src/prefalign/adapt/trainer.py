@@ -30,7 +30,15 @@ from typing import Any
 import torch
 
 from prefalign.adapt.adapter import LORA_TARGET_MODULES, save_lora_adapter
-from prefalign.adapt.base_model import SDComponents, encode_prompts, images_to_latents, load_components
+from prefalign.adapt.base_model import (
+    Conditioning,
+    ImageGeometry,
+    SDComponents,
+    encode_prompts,
+    images_to_latents,
+    load_components,
+    predict_noise,
+)
 from prefalign.adapt.config import TRAIN_TARGETS, DiffusionTrainingConfig
 from prefalign.adapt.errors import AdaptError
 from prefalign.adapt.losses import per_sample_mse, reward_weighted_loss
@@ -90,18 +98,28 @@ def load_pixels(
     """Training images in [-1, 1], NCHW: shorter side resized (bilinear) to ``resolution``, then a
     square cropped at random, one ``generators`` entry per image (the authors' script), or at
     the centre when ``generators`` is None (``--center-crop``)."""
+    return load_pixels_and_geometry(paths, resolution, generators)[0]
+
+
+def load_pixels_and_geometry(
+    paths: Sequence[str], resolution: int, generators: Sequence[torch.Generator] | None = None
+) -> tuple[torch.Tensor, list[ImageGeometry]]:
+    """:func:`load_pixels` and, per image, its size as loaded and its crop's top-left corner
+    (SDXL's micro-conditioning, as diffusers' SDXL scripts record them: before the resize, and
+    in the resized image)."""
     import numpy as np
 
     from prefalign.data.images import load_image
 
-    arrays = []
+    arrays, geometry = [], []
     for k, path in enumerate(paths):
-        img = resize_shorter_side(load_image(path), resolution)
-        width, height = img.size
-        left, top = crop_box(width, height, resolution, None if generators is None else generators[k])
+        original = load_image(path)
+        img = resize_shorter_side(original, resolution)
+        left, top = crop_box(*img.size, resolution, None if generators is None else generators[k])
         img = img.crop((left, top, left + resolution, top + resolution))
         arrays.append(np.asarray(img, dtype=np.float32))
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+        geometry.append(ImageGeometry((original.height, original.width), (top, left)))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0, geometry
 
 
 def _generator(seed: int, *ids: int) -> torch.Generator:
@@ -205,7 +223,7 @@ class DiffusionFineTuner(LoopCore):
             list(self.trainable.values()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
         device = acc.device
-        for frozen in (self.sd.vae, self.sd.text_encoder):
+        for frozen in (self.sd.vae, *self.sd.text_encoders()):
             frozen.to(device)
             if self.weight_dtype != torch.float32:  # the diffusers LoRA recipe
                 frozen.to(dtype=self.weight_dtype)
@@ -248,13 +266,16 @@ class DiffusionFineTuner(LoopCore):
             if cfg.center_crop
             else [_generator(cfg.seed, 10 + stream, g) for g in range(start, start + size)]
         )
-        pixels = load_pixels([e.image for e in batch], cfg.resolution, crops).to(device)
+        pixels, geometry = load_pixels_and_geometry([e.image for e in batch], cfg.resolution, crops)
+        pixels = pixels.to(device)
         latents = images_to_latents(sd, pixels, rngs)
         noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in rngs]).to(device)
         steps_total = sd.noise_scheduler.config.num_train_timesteps
         timesteps = torch.cat([torch.randint(0, steps_total, (1,), generator=g) for g in rngs]).to(device)
         noisy = sd.noise_scheduler.add_noise(latents, noise, timesteps)
-        text = encode_prompts(sd, [e.caption for e in batch], device)
+        text = encode_prompts(
+            sd, [e.caption for e in batch], device, geometry=geometry, resolution=cfg.resolution
+        )
         kind = sd.noise_scheduler.config.prediction_type
         if kind == "epsilon":
             target = noise
@@ -262,9 +283,20 @@ class DiffusionFineTuner(LoopCore):
             target = sd.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
             raise AdaptError(f"{cfg.base}: unsupported prediction type {kind!r}")
-        prediction = self.unet(noisy, timesteps, text).sample
+        prediction = self._predict(noisy, timesteps, text)
         weights = torch.tensor([e.weight for e in batch], dtype=torch.float32, device=device)
         return per_sample_mse(prediction, target), weights
+
+    def _predict(
+        self,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        cond: Conditioning | torch.Tensor,
+        unet: Any = None,
+    ) -> torch.Tensor:
+        """The one place the trainers call a UNet (``self.unet`` unless ``unet`` is given): the
+        family's conditioning (SDXL's pooled text embeddings and time ids) travels in ``cond``."""
+        return predict_noise(self.unet if unet is None else unet, noisy, timesteps, cond)
 
     def _micro_loss(self, step: int, micro: int, record: dict[str, float]) -> torch.Tensor:
         """The loss of one forward pass of ``step``; adds what explains it to ``record``.
@@ -349,7 +381,7 @@ class DiffusionFineTuner(LoopCore):
         unet = self.accelerator.unwrap_model(self.unet)
         info = {**self.info, "base": str(cfg.base), "steps": cfg.max_steps, "config": cfg.to_dict()}
         if self.train_target == "lora":
-            save_lora_adapter(unet, self.out, info)
+            save_lora_adapter(unet, self.out, info, family=self.sd.family)
             if cfg.merge:
                 from prefalign.adapt.merge import merge_adapter
 
@@ -357,7 +389,7 @@ class DiffusionFineTuner(LoopCore):
         else:
             from prefalign.adapt.base_model import load_pipeline
 
-            pipe = load_pipeline(cfg.base)
+            pipe = load_pipeline(cfg.base, scheduler=None)  # the base's own sampler config
             pipe.unet = unet.eval().to("cpu")
             pipe.save_pretrained(self.out)
             (self.out / "prefalign_finetune.json").write_text(json.dumps(info, indent=2, default=str) + "\n")

@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--base",
         required=True,
-        help="Stable Diffusion 1.x: a diffusers directory, a hub id, or one .safetensors/.ckpt checkpoint "
+        help="Stable Diffusion 1.x/2.x or SDXL (family read from the pipeline; SDXL through "
+        "StableDiffusionXLPipeline): a diffusers directory, a hub id, or one .safetensors/.ckpt checkpoint "
         "(AUTOMATIC1111/ComfyUI style, loaded with diffusers' from_single_file)",
     )
     p.add_argument(
@@ -78,8 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scheduler",
         default=DEFAULT_SCHEDULER,
-        choices=("pndm", "ddim", "dpm"),
-        help=f"sampler (default {DEFAULT_SCHEDULER})",
+        choices=("pndm", "ddim", "dpm", "euler"),
+        help=f"sampler (default {DEFAULT_SCHEDULER}, SD 1.x's; euler is SDXL's own)",
     )
     p.add_argument("--height", type=int, help="pixels (default: the model's native size)")
     p.add_argument("--width", type=int, help="pixels (default: --height)")

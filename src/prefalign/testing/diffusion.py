@@ -106,3 +106,108 @@ def save_tiny_sd(directory: str | Path, seed: int = 0, **kwargs) -> Path:
     directory = Path(directory)
     pipe.save_pretrained(directory)
     return directory
+
+
+# Stable Diffusion XL's noise schedule as its base checkpoint's scheduler config holds it (an
+# EulerDiscreteScheduler over the same scaled-linear betas as SD 1.x; the trainers read it as DDPM).
+SDXL_SCHEDULE = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    steps_offset=1,
+    timestep_spacing="leading",
+)
+# The micro-conditioning width of each of the six time ids (SDXL: 256; tiny here).
+TINY_SDXL_TIME_EMBED_DIM = 8
+
+
+def tiny_sdxl_components(seed: int = 0, *, text_width: int = 16, block_out_channels=(8, 16)) -> dict:
+    """Seeded tiny Stable Diffusion XL components, as diffusers' SDXL pipeline tests build them.
+
+    The UNet has SDXL's conditioning: ``addition_embed_type="text_time"`` (the pooled text
+    embedding of the second encoder plus six Fourier-embedded time ids: original size, crop
+    top-left, target size) and cross-attention over both encoders' penultimate hidden states
+    concatenated (``2 * text_width`` wide). The second encoder is a ``CLIPTextModelWithProjection``.
+
+    Args:
+        seed: seeds every random weight, so two calls build bit-identical models.
+        text_width: each text encoder's width (and the second one's projection width).
+        block_out_channels: the UNet's channel widths.
+    """
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    vocab_size = len(_tiny_vocab_and_merges(TINY_WORDS)[0])
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=2,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TINY_SDXL_TIME_EMBED_DIM,
+        projection_class_embeddings_input_dim=6 * TINY_SDXL_TIME_EMBED_DIM + text_width,
+        cross_attention_dim=2 * text_width,
+        norm_num_groups=4,
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        norm_num_groups=2,
+        sample_size=32,
+        scaling_factor=0.13025,  # SDXL's VAE scaling factor
+    )
+    text_config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=text_width,
+        intermediate_size=2 * text_width,
+        projection_dim=text_width,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(text_config)
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(text_config)
+    return {
+        "unet": unet.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "text_encoder_2": text_encoder_2.eval(),
+        "tokenizer": tiny_clip_tokenizer(),
+        "tokenizer_2": tiny_clip_tokenizer(),
+        "scheduler": EulerDiscreteScheduler(**SDXL_SCHEDULE),
+    }
+
+
+def save_tiny_sdxl(directory: str | Path, seed: int = 0, **kwargs) -> Path:
+    """Save a tiny StableDiffusionXLPipeline directory and return its path.
+
+    The layout is a real SDXL base's (``model_index.json``, ``unet/``, ``vae/``,
+    ``text_encoder/``, ``text_encoder_2/``, ``tokenizer/``, ``tokenizer_2/``, ``scheduler/``), so
+    ``StableDiffusionXLPipeline.from_pretrained`` and every ``--base`` option load it. 32 px
+    images, 16 px latents. ``kwargs`` go to :func:`tiny_sdxl_components`.
+    """
+    from diffusers import StableDiffusionXLPipeline
+    from diffusers.utils import logging as dlogging
+
+    dlogging.disable_progress_bar()
+    pipe = StableDiffusionXLPipeline(**tiny_sdxl_components(seed, **kwargs), add_watermarker=False)
+    directory = Path(directory)
+    pipe.save_pretrained(directory)
+    return directory
