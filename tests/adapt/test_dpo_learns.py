@@ -49,7 +49,7 @@ def world(tmp_path_factory):
     from prefalign.testing.diffusion import save_brightness_sd
 
     root = tmp_path_factory.mktemp("dpo-learns")
-    base = save_brightness_sd(root / "base")
+    base = save_brightness_sd(root / "base", steps=40)
     pipe = load_pipeline(base)
     records: dict[str, list[Record]] = {"brighter": [], "darker": []}
     (root / "images").mkdir()
@@ -80,7 +80,7 @@ def _train_and_compare(world, which: str, tmp_path):
             data=str(data[which]),
             base=str(base),
             output_dir=str(tmp_path / which),
-            max_steps=50,
+            max_steps=40,
             per_device_train_batch_size=8,
             gradient_accumulation_steps=1,
             resolution=SIZE,
