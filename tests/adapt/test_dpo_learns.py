@@ -118,3 +118,31 @@ def test_dpo_learns_the_preferred_property(world, which, alternative, tmp_path, 
     print(figures)
     assert p < 0.01, figures
     assert acc_first == 0.5 and acc_last > 0.6, figures
+
+
+def test_brightness_vae_carries_brightness_both_ways():
+    """Latent channel 0 = gain x the 2x2-pooled luminance; decoding gives it back as grey pixels."""
+    import torch.nn.functional as F
+
+    from prefalign.testing.diffusion import BRIGHTNESS_GAIN, tiny_sd_components
+
+    vae = tiny_sd_components(vae="brightness")["vae"]
+    pixels = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    pooled = F.avg_pool2d(pixels.mean(1, keepdim=True), 2)
+    with torch.no_grad():
+        posterior = vae.encode(pixels).latent_dist
+        decoded = vae.decode(posterior.mean).sample
+    latents = posterior.mean * vae.config.scaling_factor
+    assert torch.allclose(latents[:, :1], BRIGHTNESS_GAIN * pooled, atol=1e-5)
+    assert latents[:, 1:].abs().max() == 0 and posterior.std.max() < 1e-4
+    grey = F.interpolate(pooled, scale_factor=2).expand(-1, 3, -1, -1)
+    assert torch.allclose(decoded, grey, atol=1e-4)
+    # a random VAE of the same architecture does not: its decoded brightness ignores the input's
+    random_vae = tiny_sd_components()["vae"]
+    with torch.no_grad():
+        out = random_vae.decode(
+            random_vae.encode(pixels + torch.tensor([-0.5, 0.0, 0.5]).view(3, 1, 1, 1)).latent_dist.mean
+        ).sample
+    assert not torch.allclose(
+        out.mean((1, 2, 3)), (pixels.mean((1, 2, 3)) + torch.tensor([-0.5, 0.0, 0.5])), atol=0.1
+    )
