@@ -4,6 +4,10 @@ Like diffusers' ``get_dummy_components``: a seeded UNet2DConditionModel with two
 two-block AutoencoderKL (latents at half the image size), a two-layer CLIP text encoder over
 ``tiny_clip_tokenizer`` and SD's PNDM scheduler config. It generates a 32 px image in well under
 a second on a CPU, so tests and the demo run the real training and generation code paths.
+
+``save_brightness_sd`` builds a variant on which a learnt preference can be seen: a VAE whose
+weights carry brightness through latent channel 0 and a UNet pretrained briefly to denoise grey
+images of random brightness (the Diffusion-DPO learning test).
 """
 
 from __future__ import annotations
