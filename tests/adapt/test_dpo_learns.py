@@ -22,12 +22,12 @@ from prefalign.adapt.dpo import DPOConfig, train_dpo
 from prefalign.data import Record, save_dataset
 
 PROMPTS = ("a cat", "a dog", "a red car", "a tree")
-HELD_OUT_SEEDS = range(5000, 5032)  # never used for the training pairs (seeds 0-415)
+HELD_OUT_SEEDS = range(5000, 5032)  # never used for the training pairs (seeds 0-315)
 SIZE = 16  # pixels: 8 x 8 latents
 
 
 def _brightness(pipe, prompt: str, seeds) -> np.ndarray:
-    """Mean pixel value in [0, 1] of each image, 4 PNDM steps, no guidance."""
+    """Images (NHWC in [0, 1]) and the mean pixel value of each; 4 PNDM steps, no guidance."""
     images = pipe(
         [prompt] * len(seeds),
         num_inference_steps=4,
@@ -56,9 +56,11 @@ def world(tmp_path_factory):
     for i, prompt in enumerate(PROMPTS):
         images, light = _brightness(pipe, prompt, range(100 * i, 100 * i + 16))
         for k in range(0, 16, 2):
+            for j in (k, k + 1):  # one image folder beside both datasets
+                Image.fromarray((images[j] * 255).round().astype(np.uint8)).save(
+                    root / "images" / f"{i}_{j}.png"
+                )
             names = [f"../images/{i}_{j}.png" for j in (k, k + 1)]
-            for j, name in zip((k, k + 1), names):
-                Image.fromarray((images[j] * 255).round().astype(np.uint8)).save(root / "images" / name[10:])
             brighter = int(light[k + 1] > light[k])
             records["brighter"].append(Record(prompt=prompt, images=names, chosen=brighter))
             records["darker"].append(Record(prompt=prompt, images=names, chosen=1 - brighter))
