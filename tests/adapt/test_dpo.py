@@ -194,6 +194,10 @@ def test_no_pairs_and_bad_beta_are_clear_errors(tmp_path, tiny_sd):
         train_dpo(_dpo_config(tmp_path / "ties", tiny_sd, tmp_path / "o"))
     with pytest.raises(AdaptError, match="--beta"):
         train_dpo(_dpo_config(tmp_path / "ties", tiny_sd, tmp_path / "o", beta=-1.0))
+    from prefalign.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data is required"):
+        train_dpo(_dpo_config("", tiny_sd, tmp_path / "o"))
 
 
 def test_cli_trains_and_reports_skipped_ties(tmp_path, brighter_pairs, tiny_sd, capsys):

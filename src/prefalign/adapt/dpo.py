@@ -174,10 +174,11 @@ class DPOConfig(DiffusionTrainingConfig):
     LoRA as this command does by default (the authors fine-tune the whole UNet)."""
 
     data: str = field(
+        default="",
         metadata={
-            "help": "preference dataset: records with a choice among n images (the chosen one against each "
-            "other), ranks or ratings (every pair that differs); ties are skipped and counted"
-        }
+            "help": "preference dataset (required): records with a choice among n images (the chosen one "
+            "against each other), ranks or ratings (every pair that differs); ties are skipped and counted"
+        },
     )
     max_steps: int = field(
         default=10_000, metadata={"help": "optimizer steps (diffusers' DPO example: 10000)"}
@@ -204,7 +205,7 @@ class DPOConfig(DiffusionTrainingConfig):
         default=True,
         metadata={
             "help": "crop the centre square after resizing (default, as diffusers' DPO script unless "
-            "--random_crop); --no-center-crop is not offered: pass a recipe with center_crop: false"
+            "--random_crop); --no_center_crop: a random crop, the same for both images of a pair"
         },
     )
     beta: float | None = field(
@@ -212,7 +213,7 @@ class DPOConfig(DiffusionTrainingConfig):
         metadata={
             "help": "DPO β with the authors' −β/2 scaling (default by the base's family: 5000 for SD 1.x and "
             "SDXL, the authors' launchers/sd15.sh and sdxl.sh; SD 2.x: 5000, ours; diffusers' SD script writes "
-            "the SD value as 2500 without the ½)"
+            "the SD value as 2500 without the ½). Larger β keeps the model closer to the reference"
         },
     )
     train: str = field(
@@ -330,7 +331,9 @@ def train_dpo(config: DPOConfig) -> Path:
 
     Raises:
         AdaptError: no pairs, a record whose choice or ranks do not fit its images, bad settings.
+        ConfigError: a required setting missing or a value that cannot work.
     """
+    config.validate()  # a missing --data or --output_dir is named before anything loads
     if config.beta is not None and not (math.isfinite(config.beta) and config.beta > 0):
         raise AdaptError(f"--beta must be a positive number, got {config.beta}")
     data = load_dataset(config.data)
