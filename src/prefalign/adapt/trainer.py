@@ -312,6 +312,9 @@ class DiffusionFineTuner:
         _accumulate_log(record, loss, model_mse, rewards, prior_mse, self.config.gradient_accumulation_steps)
         return loss
 
+    def _after_step(self, done: int, record: dict[str, float]) -> None:
+        """Called after optimizer step ``done`` (1-based), before it is logged; a subclass evaluates here."""
+
     # ------------------------------------------------------------------ loop
     def train(self) -> Path:
         """Run to ``config.max_steps`` and save the result; returns the output directory."""
@@ -339,6 +342,7 @@ class DiffusionFineTuner:
             if not math.isfinite(record["loss"]):
                 raise AdaptError(f"loss became {record['loss']} at step {step + 1}; lower the learning rate")
             done = step + 1
+            self._after_step(done, record)
             if acc.is_main_process and (done % cfg.logging_steps == 0 or done == cfg.max_steps):
                 record.update(step=done, seconds=round(time.perf_counter() - t0, 3))
                 with log_file.open("a", encoding="utf-8") as f:
