@@ -89,8 +89,8 @@ class RewardBackpropConfig(DiffusionTrainingConfig):
             "help": "training prompts: a text file (one per line) or a dataset directory (its prompts)"
         },
     )
-    reward: list[str] = field(
-        default_factory=list,
+    reward: list[str] | None = field(
+        default=None,
         metadata={
             "help": "differentiable reward: MODEL[:WEIGHT] (a scorer directory, hub id or known name; weight "
             "1 when left out); repeat or list several for a weighted sum, e.g. --reward hps-v2:1 "
@@ -367,6 +367,7 @@ class RewardBackpropFineTuner(DiffusionFineTuner):
         self.prompts = prompts
         self.validation_prompts = validation_prompts
         self.eval_history: list[dict[str, float]] = []
+        self.eval_rewards: dict[int, torch.Tensor] = {}  # step -> per-image held-out rewards
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -511,6 +512,7 @@ class RewardBackpropFineTuner(DiffusionFineTuner):
             "eval_images": int(rewards.numel()),
         }
         self.eval_history.append(entry)
+        self.eval_rewards[step] = rewards
         if self.accelerator.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             with (self.out / TRAIN_LOG_FILE).open("a", encoding="utf-8") as f:
@@ -565,7 +567,7 @@ def train_reward_backprop(config: RewardBackpropConfig, reward: PixelScorerLike 
     info = {
         "method": f"reward-backprop-{config.mode}",
         "identifier": None,
-        "reward": list(config.reward) or [repr(reward)],
+        "reward": list(config.reward or []) or [repr(reward)],
         "mode": config.mode,
         "num_inference_steps": config.steps,
         "truncation_steps": config.truncation_steps if config.mode == "draft" else None,
