@@ -128,8 +128,9 @@ def test_refl_raises_the_held_out_reward(tmp_path, tiny_sd):
     trainer.train()
     before, after = trainer.eval_rewards[0], trainer.eval_rewards[20]  # the same fixed noise
     wins, n = int((after > before).sum()), len(before)
-    print(f"refl: {wins}/{n} held-out images brighter, p = {_sign_test_p(wins, n):.2g}")
-    assert _sign_test_p(wins, n) < 0.01
+    p = _sign_test_p(wins, n)
+    print(f"refl: {wins}/{n} held-out brighter, p = {p:.2g}; mean {before.mean():.4f} -> {after.mean():.4f}")
+    assert p < 0.01 and after.mean() > before.mean()
     log = [json.loads(x) for x in (tmp_path / "out" / "training_log.jsonl").read_text().splitlines()]
     # ReFL's loss: 1e-3 · relu(2 − reward), as ImageReward's ReFL.py
     step = next(e for e in log if "reward_loss" in e)
@@ -200,13 +201,15 @@ def test_pretraining_term_holds_the_denoising_loss(tmp_path, tiny_sd, shapes_dat
         unet.disable_adapters()
         base = float(per_sample_mse(unet(noisy, t, text).sample, noise).mean())
         unet.enable_adapters()
-    # Measured (20 steps, weight 1): 1.0816 -> 1.0764 with the term, 1.0816 -> 1.1033 (+2.0%)
-    # without it. The stated bound (docs/adapt.md): at most +1% with the term.
-    print(f"denoising MSE on the pre-training images: base {base:.4f}, tuned {tuned:.4f}")
-    assert tuned <= 1.01 * base
     log = [json.loads(x) for x in (tmp_path / "out" / "training_log.jsonl").read_text().splitlines()]
     assert all("pretraining_mse" in e for e in log if "loss" in e)
     evals = [e["eval_reward_mean"] for e in log if "eval_reward_mean" in e]
+    print(
+        f"pre-training term: denoising MSE {base:.4f} -> {tuned:.4f}, held-out reward {evals[0]:.4f} -> {evals[-1]:.4f}"
+    )
+    # Measured on these images, noise and timesteps (20 steps, weight 1): 1.0800 -> 1.0669 with the
+    # term; 1.0800 -> 1.0920 (+1.1%) without it. Stated bound (docs/adapt.md): at most +0.5%.
+    assert tuned <= 1.005 * base
     assert evals[-1] > evals[0]  # the reward still rises
 
 

@@ -336,6 +336,7 @@ def run_train_reward_backprop(args: argparse.Namespace) -> int:
     from prefalign.adapt.reward_backprop import RewardBackpropConfig, train_reward_backprop
 
     config = config_from_args(RewardBackpropConfig, args)
+    assert isinstance(config, RewardBackpropConfig)
     config.validate()
     _check_out(config)
     out = train_reward_backprop(config)
