@@ -550,7 +550,10 @@ def train_reward_backprop(config: RewardBackpropConfig, reward: PixelScorerLike 
     if reward is None:
         if not config.reward:
             raise ConfigError("reward is required (--reward MODEL[:WEIGHT], here or in --config)")
-        reward = load_reward(config.reward, "cpu" if config.cpu else "auto")
+        from accelerate import PartialState
+
+        # The device accelerate gives this process (the trainer's Accelerator shares this state).
+        reward = load_reward(config.reward, "cpu" if config.cpu else PartialState(cpu=False).device)
     prompts = read_prompts(config.prompts)
     if config.validation_prompts:
         train_prompts, held_out = prompts, read_prompts(config.validation_prompts)
