@@ -398,11 +398,28 @@ class RewardBackpropFineTuner(DiffusionFineTuner):
             self._empty_text = encode_prompts(self.sd, [""], device)
         return text, self._empty_text.expand(len(prompts), -1, -1)
 
-    def _eps(self, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor, empty: torch.Tensor | None):
-        """The UNet's noise prediction, with classifier-free guidance when ``empty`` is given."""
+    def _eps(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        empty: torch.Tensor | None,
+        *,
+        wrapped: bool = False,
+    ) -> torch.Tensor:
+        """The UNet's noise prediction, with classifier-free guidance when ``empty`` is given.
+
+        Only the last call with gradients goes through the accelerate-wrapped UNet (``wrapped``),
+        so DDP sees one forward per backward, its documented use; the earlier calls' gradients
+        reach the same parameters through the graph (autograd sums a parameter's gradient over
+        its uses before DDP's hook sees it). Two CPU processes give the one-process adapter
+        (``tests/adapt/test_train_distributed.py``; on gloo, routing every call through DDP gave
+        the same result too).
+        """
+        unet = self.unet if wrapped else self.accelerator.unwrap_model(self.unet)
         if empty is None:
-            return self.unet(latents, t, text).sample
-        uncond, cond = self.unet(torch.cat([latents, latents]), t, torch.cat([empty, text])).sample.chunk(2)
+            return unet(latents, t, text).sample
+        uncond, cond = unet(torch.cat([latents, latents]), t, torch.cat([empty, text])).sample.chunk(2)
         return uncond + self.cfg.guidance * (cond - uncond)
 
     def sample(
@@ -428,9 +445,12 @@ class RewardBackpropFineTuner(DiffusionFineTuner):
                 latents = self.sampler.step(self._eps(latents, t, text, empty), t, latents).prev_sample
         if refl_step is not None:
             t = timesteps[refl_step]
-            return self.sampler.step(self._eps(latents, t, text, empty), t, latents).pred_original_sample
-        for t in timesteps[n_free:]:
-            latents = self.sampler.step(self._eps(latents, t, text, empty), t, latents).prev_sample
+            eps = self._eps(latents, t, text, empty, wrapped=True)
+            return self.sampler.step(eps, t, latents).pred_original_sample
+        last = len(timesteps) - 1
+        for k, t in enumerate(timesteps[n_free:], start=n_free):
+            eps = self._eps(latents, t, text, empty, wrapped=k == last and torch.is_grad_enabled())
+            latents = self.sampler.step(eps, t, latents).prev_sample
         return latents
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -457,7 +477,9 @@ class RewardBackpropFineTuner(DiffusionFineTuner):
         ).to(acc.device)
         if cfg.mode == "refl":
             low, high = cfg.refl_min_step, cfg.refl_max_step
-            i = int(torch.randint(low, high + 1, (1,), generator=_generator(cfg.seed, _REFL_STREAM, start)))
+            # One step index per optimizer step (ReFL.py draws one per micro-batch), so that a
+            # step's result does not depend on how its batch is split over processes and passes.
+            i = int(torch.randint(low, high + 1, (1,), generator=_generator(cfg.seed, _REFL_STREAM, step)))
             latents = self.sample(noise, prompts, refl_step=i)
         else:
             latents = self.sample(noise, prompts, grad_steps=cfg.truncation_steps)
