@@ -302,3 +302,16 @@ def test_cli_trains_with_a_weighted_scorer_reward(tmp_path, tiny_sd, tiny_hps, c
         main(["adapt", "train-reward-backprop", "--help"])
     text = capsys.readouterr().out
     assert "DRaFT" in text and "ReFL.py" in text and "example" in text
+
+
+def test_full_unet_run_saves_a_pipeline_with_a_new_unet(tmp_path, tiny_sd):
+    from diffusers import UNet2DConditionModel
+
+    cfg = _config(tiny_sd, tmp_path / "out", train="unet", max_steps=1, num_inference_steps=2)
+    cfg.validation_images_per_prompt = 1
+    out = RewardBackpropFineTuner(cfg, Brightness(), PROMPTS, HELD_OUT).train()
+    info = json.loads((out / "prefalign_finetune.json").read_text())
+    assert info["eval_reward_before"] is not None and info["eval_reward_after"] is not None
+    tuned = UNet2DConditionModel.from_pretrained(out, subfolder="unet").state_dict()
+    base = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet").state_dict()
+    assert tuned.keys() == base.keys() and any(not torch.equal(tuned[k], base[k]) for k in base)
