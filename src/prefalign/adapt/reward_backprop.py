@@ -12,8 +12,10 @@ follow the reward's gradient back into the UNet:
   schedule, a step index drawn uniformly from [30, 39] (``random.randint(30, 39)``); the steps
   before it run without gradients, then one UNet call with gradients predicts x0 directly from
   that step (the scheduler's ``pred_original_sample``); ``loss = λ · mean relu(2 − reward)``
-  with λ = ``--grad_scale`` 1e-3. The authors' script steps its DDPM scheduler; this trainer
-  samples with DDIM (η = 0) in both modes (ours), so a run is deterministic given its seed.
+  with λ = ``--grad_scale`` 1e-3. The authors' script steps its DDPM scheduler, passes the step
+  index (30..39) to the UNet as its timestep and predicts x0 with the previous step's timestep;
+  this trainer samples with DDIM (η = 0) in both modes, gives the UNet the schedule's timestep of
+  step i and predicts x0 with it (ours), so a run is deterministic given its seed.
 
 An optional pre-training term (``pretraining_loss_weight`` × the ε-prediction MSE on real
 image-caption pairs, ReFL's regulariser against reward hacking; the ReFL paper alternates the two
