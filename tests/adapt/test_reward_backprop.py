@@ -87,9 +87,9 @@ def _pipeline_brightness(base, adapter, seeds) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def draft_run(tmp_path_factory, tiny_sd):
-    """DRaFT-K (K = 2 of 4 steps) on brightness, 20 steps; the trainer after training."""
+    """DRaFT-K (K = 2 of 4 steps) on brightness, 12 steps; the trainer after training."""
     trainer = RewardBackpropFineTuner(
-        _config(tiny_sd, tmp_path_factory.mktemp("draft") / "out", truncation_steps=2),
+        _config(tiny_sd, tmp_path_factory.mktemp("draft") / "out", truncation_steps=2, max_steps=12),
         Brightness(),
         PROMPTS,
         HELD_OUT,
@@ -102,7 +102,7 @@ def test_draft_raises_the_held_out_reward_on_the_same_seeds(draft_run, tiny_sd):
     # In the trainer's own log: the base (step 0) and the end, on the same fixed noise.
     log = [json.loads(x) for x in (draft_run.out / "training_log.jsonl").read_text().splitlines()]
     evals = [e for e in log if "eval_reward_mean" in e]
-    assert [e["step"] for e in evals] == [0, 20]
+    assert [e["step"] for e in evals] == [0, 12]
     assert evals[1]["eval_reward_mean"] > evals[0]["eval_reward_mean"]
     # Independently: the saved adapter in a plain diffusers pipeline, fixed seeds, base vs tuned.
     seeds = range(1000, 1008)
