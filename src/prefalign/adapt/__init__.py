@@ -1,5 +1,5 @@
 """Aligning the generator: HPS-guided selection, LoRA with the identifier, reward-weighted
-fine-tuning (Lee et al.), generation and best-of-n.
+fine-tuning (Lee et al.), reward backpropagation (DRaFT-K, ReFL), generation and best-of-n.
 
 Names load on first use, so importing this room does not import diffusers.
 
@@ -31,6 +31,8 @@ _LAZY = {
     "DiffusionFineTuner": "prefalign.adapt.trainer",
     "train_lora": "prefalign.adapt.lora",
     "train_reward_weighted": "prefalign.adapt.reward_weighted",
+    "RewardBackpropConfig": "prefalign.adapt.reward_backprop",
+    "train_reward_backprop": "prefalign.adapt.reward_backprop",
     "as_reward_fn": "prefalign.adapt.rewards",
     "transform_rewards": "prefalign.adapt.rewards",
     "ADAPTER_INFO_FILE": "prefalign.adapt.adapter",
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from prefalign.adapt.lora import train_lora
     from prefalign.adapt.losses import per_sample_mse, reward_weighted_loss
     from prefalign.adapt.merge import merge_adapter
+    from prefalign.adapt.reward_backprop import RewardBackpropConfig, train_reward_backprop
     from prefalign.adapt.reward_weighted import train_reward_weighted
     from prefalign.adapt.rewards import as_reward_fn, transform_rewards
     from prefalign.adapt.selection import (
@@ -75,6 +78,7 @@ __all__ = [
     "DiffusionTrainingConfig",
     "GenerationSettings",
     "LoraTrainingConfig",
+    "RewardBackpropConfig",
     "RewardWeightedConfig",
     "SelectionReport",
     "as_reward_fn",
@@ -91,6 +95,7 @@ __all__ = [
     "select_from_group",
     "select_training_set",
     "train_lora",
+    "train_reward_backprop",
     "train_reward_weighted",
     "transform_rewards",
     "with_identifier",

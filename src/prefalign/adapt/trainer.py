@@ -115,7 +115,8 @@ def load_pixels_and_geometry(
     for k, path in enumerate(paths):
         original = load_image(path)
         img = resize_shorter_side(original, resolution)
-        left, top = crop_box(*img.size, resolution, None if generators is None else generators[k])
+        width, height = img.size
+        left, top = crop_box(width, height, resolution, None if generators is None else generators[k])
         img = img.crop((left, top, left + resolution, top + resolution))
         arrays.append(np.asarray(img, dtype=np.float32))
         geometry.append(ImageGeometry((original.height, original.width), (top, left)))
@@ -311,6 +312,9 @@ class DiffusionFineTuner(LoopCore):
         _accumulate_log(record, loss, model_mse, rewards, prior_mse, self.config.gradient_accumulation_steps)
         return loss
 
+    def _after_step(self, done: int, record: dict[str, float]) -> None:
+        """Called after optimizer step ``done`` (1-based), before it is logged; a subclass evaluates here."""
+
     # ------------------------------------------------------------------ loop
     def train(self) -> Path:
         """Run to ``config.max_steps`` and save the result; returns the output directory.
@@ -366,6 +370,7 @@ class DiffusionFineTuner(LoopCore):
         row: dict[str, Any] = self.reduce_metrics(record)
         if not math.isfinite(row["loss"]):
             raise AdaptError(f"loss became {row['loss']} at step {done}; lower the learning rate")
+        self._after_step(done, record)
         if done % cfg.logging_steps and done != cfg.max_steps:
             return
         row.update(step=done, seconds=round(time.perf_counter() - t0, 3))
