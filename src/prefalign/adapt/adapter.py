@@ -31,6 +31,9 @@ def save_lora_adapter(unet, out: str | Path, info: dict[str, Any]) -> Path:
         out: the adapter directory.
         info: provenance to record (method, identifier, steps...); the architecture is added.
     """
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
@@ -146,6 +149,9 @@ def load_adapter(pipe, adapter: str | Path, weight_name: str | None = None) -> d
         raise AdaptError(
             f"{adapter}: adapter was trained for another UNet architecture (adapter vs base: {diff})"
         )
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers.utils import logging as dlogging
 
     # diffusers warns that an adapter has no text-encoder layers; ours never do by design.

@@ -91,6 +91,9 @@ def load_components(base: str | Path) -> SDComponents:
 
     Everything is frozen and in eval mode; the trainer decides what to unfreeze.
     """
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -128,6 +131,9 @@ def load_pipeline(base: str | Path, *, scheduler: str = "pndm", device: str = "c
     Raises:
         AdaptError: bad scheduler or dtype, or a base that cannot be loaded (one line, naming it).
     """
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler, StableDiffusionPipeline
     from diffusers.utils import logging as dlogging
 

@@ -35,6 +35,9 @@ def tiny_sd_components(seed: int = 0, *, cross_attention_dim: int = 32, block_ou
             Two bases with different values are different architectures (adapters do not transfer).
         block_out_channels: the UNet's channel widths.
     """
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -93,6 +96,9 @@ def save_tiny_sd(directory: str | Path, seed: int = 0, **kwargs) -> Path:
     ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``), so every command that takes
     ``--base SD_MODEL`` accepts it. ``kwargs`` go to :func:`tiny_sd_components`.
     """
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as dlogging
 
