@@ -30,6 +30,7 @@ from prefalign.adapt.base_model import SDComponents, encode_prompts, images_to_l
 from prefalign.adapt.config import TRAIN_TARGETS, DiffusionTrainingConfig
 from prefalign.adapt.errors import AdaptError
 from prefalign.adapt.losses import per_sample_mse, reward_weighted_loss
+from prefalign.adapt.validation import maybe_write_validation_grid
 from prefalign.data.dataset import Dataset
 
 logger = logging.getLogger(__name__)
@@ -346,6 +347,7 @@ class DiffusionFineTuner:
                 logger.info("step %d/%d loss %.5f", done, cfg.max_steps, record["loss"])
             if cfg.save_steps and done % cfg.save_steps == 0 and done < cfg.max_steps:
                 self.save_checkpoint(done)
+            maybe_write_validation_grid(self, done)  # sample grids (prefalign.adapt.validation)
         acc.wait_for_everyone()
         if acc.is_main_process:
             self._save_result()
