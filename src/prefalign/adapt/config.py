@@ -125,6 +125,10 @@ class DiffusionTrainingConfig(TrainingConfig):
     validation_inference_steps: int = option(
         30, "denoising steps of the validation samples (diffusers' script: 30)"
     )
+    disable_tqdm: bool = option(
+        False,
+        "hide the progress bar (steps/s and time left, on stderr; transformers' TrainingArguments name)",
+    )
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for a value that cannot work, before anything loads."""

@@ -327,6 +327,17 @@ class DiffusionFineTuner:
             )
         log_file = self.out / TRAIN_LOG_FILE
         t0 = time.perf_counter()
+        from tqdm.auto import tqdm
+
+        # steps/s and the time left; tqdm's rate counts only this session's steps after a resume
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=start,
+            desc="training",
+            unit="step",
+            dynamic_ncols=True,
+            disable=cfg.disable_tqdm or not acc.is_main_process,
+        )
         for step in range(start, cfg.max_steps):
             record: dict[str, float] = {}
             for micro in range(cfg.gradient_accumulation_steps):
@@ -340,6 +351,8 @@ class DiffusionFineTuner:
             if not math.isfinite(record["loss"]):
                 raise AdaptError(f"loss became {record['loss']} at step {step + 1}; lower the learning rate")
             done = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
             if acc.is_main_process and (done % cfg.logging_steps == 0 or done == cfg.max_steps):
                 record.update(step=done, seconds=round(time.perf_counter() - t0, 3))
                 with log_file.open("a", encoding="utf-8") as f:
@@ -348,6 +361,7 @@ class DiffusionFineTuner:
             if cfg.save_steps and done % cfg.save_steps == 0 and done < cfg.max_steps:
                 self.save_checkpoint(done)
             maybe_write_validation_grid(self, done)  # sample grids (prefalign.adapt.validation)
+        bar.close()
         acc.wait_for_everyone()
         if acc.is_main_process:
             self._save_result()
