@@ -20,6 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "adapt",
         help="align a Stable Diffusion model: select by HPS, train a LoRA, reward-weighted fine-tuning",
         description="Align a text-to-image generator with human preference (HPS section 6; Lee et al.).",
+        epilog="examples (each subcommand's --help has more):\n"
+        "  prefalign adapt select --data ddb --model hps-v1 --out selected\n"
+        "  prefalign adapt train-lora --data selected --base sd-v1-4 --output_dir lora\n"
+        "  prefalign adapt export-lora lora --format kohya --out hps-lora.safetensors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     adapt_sub = p.add_subparsers(dest="adapt_command", metavar="SUBCOMMAND", required=True)
     _register_select(adapt_sub)

@@ -15,6 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="build, import, export, split, inspect and check datasets",
         description="A dataset is a directory with records.parquet and the images it references. "
         "These commands build one from chat exports or public preference sets and check it.",
+        epilog="examples (each subcommand's --help has more):\n"
+        "  prefalign data import table choices.csv --out choices\n"
+        "  prefalign data validate choices\n"
+        "  prefalign data split choices --test-size 0.1 --out choices-split",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     _register_from_discord(data_sub)
@@ -160,6 +165,8 @@ def _register_stats(sub: argparse._SubParsersAction) -> None:
         description="Print the counts section 3 of the HPS paper reports: prompts, images, the "
         "distribution of images per prompt, distinct users, the most choices by one user, and for mined "
         "datasets what was dropped and why.",
+        epilog="example:\n  prefalign data stats choices --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dataset", metavar="DIR", help="dataset directory")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -419,6 +426,8 @@ def _register_validate(sub: argparse._SubParsersAction) -> None:
         help="check a dataset; exit 1 if anything is wrong",
         description="Report missing or undecodable images, images not fetched yet, empty prompts, "
         "choices and ranks that do not fit the images, and duplicate ids. Exits 1 if any.",
+        epilog="example:\n  prefalign data validate choices",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dataset", metavar="DIR", help="dataset directory")
     p.add_argument("--no-images", action="store_true", help="skip opening the images (records only)")

@@ -34,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluate scorers and image sets against human preference (accuracy, agreement, IS/FID, compare)",
         description="Measure whether metrics agree with people. Each subcommand prints a table and writes "
         "OUT/report.json, OUT/report.md, OUT/report.html (plots embedded) and OUT/plots/*.png.",
+        epilog="examples (each subcommand's --help has more):\n"
+        "  prefalign eval preference --data hpd-test --model hps-v2 --model clip --out eval-pref\n"
+        "  prefalign eval compare --a gen-base --b gen-lora --model hps-v2 --out compare",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evals = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: p.print_help() or 2)
