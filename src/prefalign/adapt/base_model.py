@@ -135,6 +135,7 @@ def load_pipeline(base: str | Path, *, scheduler: str = "pndm", device: str = "c
 
     bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler, StableDiffusionPipeline
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
     from diffusers.utils import logging as dlogging
 
     schedulers = {"pndm": PNDMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
@@ -152,7 +153,7 @@ def load_pipeline(base: str | Path, *, scheduler: str = "pndm", device: str = "c
             pipe = StableDiffusionPipeline.from_single_file(source, **kwargs)
         else:
             pipe = StableDiffusionPipeline.from_pretrained(source, feature_extractor=None, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError) as exc:
         hint = ""
         if is_single_file(source):
             hint = (
