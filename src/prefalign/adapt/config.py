@@ -125,6 +125,11 @@ class DiffusionTrainingConfig(TrainingConfig):
     validation_inference_steps: int = option(
         30, "denoising steps of the validation samples (diffusers' script: 30)"
     )
+    overwrite: bool = option(
+        False,
+        "replace the finished run in a non-empty OUTPUT_DIR (only a directory holding nothing but what a run "
+        "writes; a checkpointed run is continued with --resume_from_checkpoint instead)",
+    )
     disable_tqdm: bool = option(
         False,
         "hide the progress bar (steps/s and time left, on stderr; transformers' TrainingArguments name)",

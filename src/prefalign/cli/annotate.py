@@ -530,6 +530,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.set_defaults(func=run_add_annotator)
     serve.set_defaults(func=run_serve)
     export.set_defaults(func=run_export)
+    from prefalign.cli.common import guard_output
+
+    guard_output(export, "out", marker="records.parquet")
     revoke.set_defaults(func=run_revoke_annotator)
     rotate.set_defaults(func=run_rotate_token)
     results.set_defaults(func=run_results)
+    from prefalign.cli.common import guard_output
+
+    guard_output(results, "out", marker="report.json")

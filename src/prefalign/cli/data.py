@@ -82,6 +82,9 @@ def _register_from_discord(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_from_discord)
+    from prefalign.cli.common import guard_output
+
+    guard_output(p, "out", marker="records.parquet")
 
 
 def run_from_discord(args: argparse.Namespace) -> int:
@@ -259,6 +262,9 @@ def _register_import(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace a dataset already in DIR (default: refuse)"
     )
     p.set_defaults(func=run_import)
+    from prefalign.cli.common import guard_output
+
+    guard_output(p, "out", marker="records.parquet")
 
 
 def run_table_import(args: argparse.Namespace) -> int:
@@ -357,6 +363,9 @@ def _register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", metavar="DIR", help="dataset directory")
     p.add_argument("--out", "-o", required=True, metavar="OUT", help="directory to write")
     p.set_defaults(func=run_export)
+    from prefalign.cli.common import guard_output
+
+    guard_output(p, "out")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -403,6 +412,9 @@ def _register_split(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace a dataset already in OUT (default: refuse)"
     )
     p.set_defaults(func=run_split)
+    from prefalign.cli.common import guard_output
+
+    guard_output(p, "out", marker="records.parquet")
 
 
 def run_split(args: argparse.Namespace) -> int:

@@ -69,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_common_args(pref, "eval-preference")
     pref.set_defaults(func=run_preference_command)
+    from prefalign.cli.common import guard_output
+
+    guard_output(pref, "out", marker="report.json")
 
     agr = evals.add_parser(
         "agreement",
@@ -84,6 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_scorer_args(agr, required=False)
     _add_common_args(agr, "eval-agreement")
     agr.set_defaults(func=run_agreement_command)
+    from prefalign.cli.common import guard_output
+
+    guard_output(agr, "out", marker="report.json")
 
     img = evals.add_parser(
         "images",
@@ -125,6 +131,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_runtime_args(img)
     _add_common_args(img, "eval-images", bootstrap=False)
     img.set_defaults(func=run_images_command)
+    from prefalign.cli.common import guard_output
+
+    guard_output(img, "out", marker="report.json")
 
     cmp_ = evals.add_parser(
         "compare",
@@ -140,6 +149,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_scorer_args(cmp_, required=True)
     _add_common_args(cmp_, "eval-compare")
     cmp_.set_defaults(func=run_compare_command)
+    from prefalign.cli.common import guard_output
+
+    guard_output(cmp_, "out", marker="report.json")
 
 
 # ---------------------------------------------------------------------------- arguments

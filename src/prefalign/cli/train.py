@@ -104,6 +104,9 @@ def register_prompts(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--sample", type=int, help="write a random sample of this many prompts")
     c.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     c.set_defaults(func=run_prompts)
+    from prefalign.cli.common import guard_output
+
+    guard_output(c, "out")
 
 
 _EPILOGS = {
