@@ -113,9 +113,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
     run.set_defaults(func=run_command)
-    from prefalign.cli.common import guard_output
-
-    guard_output(run, "out", marker="leaderboard.json")
 
     cmp = cmds.add_parser(
         "compare",

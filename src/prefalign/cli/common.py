@@ -136,6 +136,7 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], max_wid
 # ---------------------------------------------------------------------- existing outputs
 OUTPUT_DEST = "_output_dest"  # the parser default naming a command's output option
 OUTPUT_MARKER = "_output_marker"  # the file inside an output directory that makes it "existing"
+_MARKED = {"records.parquet": "a dataset", "report.json": "a report", "leaderboard.json": "a leaderboard"}
 
 
 def guard_output(p: argparse.ArgumentParser, dest: str = "out", *, marker: str | None = None) -> None:
@@ -173,5 +174,9 @@ def check_output(args: argparse.Namespace) -> None:
         return
     found = existing_output(Path(value), getattr(args, OUTPUT_MARKER, None))
     if found is not None:
-        what = "already exists" if found == Path(value) else f"already holds {found.name}"
+        what = (
+            "already exists"
+            if found == Path(value)
+            else f"already holds {_MARKED.get(found.name, found.name)}"
+        )
         raise CommandError(f"{value}: {what}; pass --overwrite to replace it, or choose another output")
