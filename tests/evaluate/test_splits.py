@@ -60,12 +60,15 @@ def test_validation_only_shard_is_evaluated_and_said(tmp_path, capsys):
     """A Pick-a-Pic validation_unique shard: before, a table with no columns, n_records 0, exit 0."""
     save(_pairs("v", 5, "validation", chosen=0), tmp_path / "d")
     for extra in ([], ["--split", "validation"]):
-        code, out, _ = _eval(tmp_path / "d", capsys, *extra, "-o", str(tmp_path / "r"))
+        code, out, _ = _eval(tmp_path / "d", capsys, *extra, "-o", str(tmp_path / "r"), "--overwrite")
         assert code == 0, extra
         assert "top1" in out.splitlines()[0]
         report = json.loads((tmp_path / "r" / "report.json").read_text())
         assert report["results"]["random"]["n_records"] == 5
-    assert "the only split the data hold" in _eval(tmp_path / "d", capsys, "-o", str(tmp_path / "r"))[1]
+    assert (
+        "the only split the data hold"
+        in _eval(tmp_path / "d", capsys, "-o", str(tmp_path / "r"), "--overwrite")[1]
+    )
 
 
 def test_zero_records_exit_1_and_say_why(tmp_path, capsys, tiny_hps_model):

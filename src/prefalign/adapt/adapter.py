@@ -33,6 +33,9 @@ def save_lora_adapter(unet, out: str | Path, info: dict[str, Any], *, family: st
         family: the base's family (``sd1``, ``sd2``, ``sdxl``): SDXL adapters are written by
             ``StableDiffusionXLPipeline.save_lora_weights``, as diffusers' SDXL LoRA scripts do.
     """
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
@@ -156,6 +159,9 @@ def load_adapter(pipe, adapter: str | Path, weight_name: str | None = None) -> d
         raise AdaptError(
             f"{adapter}: adapter was trained for another UNet architecture (adapter vs base: {diff})"
         )
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers.utils import logging as dlogging
 
     # diffusers warns that an adapter has no text-encoder layers; ours never do by design.

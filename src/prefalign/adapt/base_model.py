@@ -202,6 +202,9 @@ def load_components(base: str | Path) -> SDComponents:
     the base's scheduler config (SDXL ships an Euler config over the same betas), as diffusers'
     SDXL training scripts do.
     """
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -263,6 +266,9 @@ def load_pipeline(
     Raises:
         AdaptError: bad scheduler or dtype, or a base that cannot be loaded (one line, naming it).
     """
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers import (
         DDIMScheduler,
         DPMSolverMultistepScheduler,
@@ -271,6 +277,7 @@ def load_pipeline(
         StableDiffusionPipeline,
         StableDiffusionXLPipeline,
     )
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
     from diffusers.utils import logging as dlogging
 
     schedulers = {
@@ -300,7 +307,7 @@ def load_pipeline(
             pipe = pipeline_class.from_single_file(source, **kwargs)
         else:
             pipe = pipeline_class.from_pretrained(source, feature_extractor=None, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError) as exc:
         hint = ""
         if is_single_file(source):
             hint = (

@@ -105,10 +105,43 @@ class DiffusionTrainingConfig(TrainingConfig):
     )
     merge: bool = option(False, "also save the base with the LoRA fused in, under OUTPUT_DIR/merged")
     logging_steps: int = option(50, "log the loss every N steps (ours: 50)")
+    # Sample grids during training, named after diffusers' train_text_to_image_lora.py
+    # (validation_prompt, num_validation_images, validation_epochs); see prefalign.adapt.validation.
+    validation_prompts: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "prompts of the sample grids written to OUTPUT_DIR/validation/step-NNNNNNN.png: one or more "
+            "prompts, or one text file with a prompt per line (diffusers' script: --validation_prompt, one prompt)"
+        },
+    )
+    num_validation_images: int = option(
+        4,
+        "images per validation prompt, one grid column each, seeds seed..seed+N-1 (diffusers' script: 4)",
+    )
+    validation_steps: int = option(
+        0,
+        "write a sample grid every N optimizer steps and at the end (0: never; diffusers' script counts "
+        "epochs, --validation_epochs; these trainers count steps)",
+    )
+    validation_inference_steps: int = option(
+        30, "denoising steps of the validation samples (diffusers' script: 30)"
+    )
+    overwrite: bool = option(
+        False,
+        "replace the finished run in a non-empty OUTPUT_DIR (only a directory holding nothing but what a run "
+        "writes; a checkpointed run is continued with --resume_from_checkpoint instead)",
+    )
+    disable_tqdm: bool = option(
+        False,
+        "hide the progress bar (steps/s and time left, on stderr; transformers' TrainingArguments name)",
+    )
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for a value that cannot work, before anything loads."""
         super().validate()
+        from prefalign.adapt.validation import check_validation_settings
+
+        check_validation_settings(self)
         if not self.base:
             raise ConfigError("base is required (--base, here or in --config)")
         if self.max_steps < 1:

@@ -58,6 +58,9 @@ def read_unet_lora(adapter: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
     Raises:
         AdaptError: no weights, text-encoder or DoRA layers (not exported), or unknown alpha.
     """
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers.utils.state_dict_utils import convert_unet_state_dict_to_peft
     from safetensors import safe_open
 
@@ -92,6 +95,10 @@ def _alpha_for(module: str, rank: int, config: dict[str, Any]) -> float:
 def kohya_state_dict(adapter: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     """The adapter as a kohya state dict (``lora_unet_...``) with the alpha that keeps its scale."""
     import torch
+
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
 
     peft_state, config = read_unet_lora(adapter)

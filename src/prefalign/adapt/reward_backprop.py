@@ -163,13 +163,8 @@ class RewardBackpropConfig(DiffusionTrainingConfig):
         default=None,
         metadata={"help": "pre-training pairs per optimizer step (default: the global batch)"},
     )
-    validation_prompts: str | None = field(
-        default=None,
-        metadata={
-            "help": "held-out prompts whose reward is logged (a file or dataset); default: --validation_fraction "
-            "of --prompts, held out from training"
-        },
-    )
+    # validation_prompts (the base config's: prompts, or one text file) are also the held-out
+    # prompts whose reward is logged; without them --validation_fraction of --prompts is held out.
     validation_fraction: float = field(
         default=0.1,
         metadata={
@@ -577,6 +572,7 @@ def train_reward_backprop(config: RewardBackpropConfig, reward: PixelScorerLike 
         differentiable path, an empty pre-training set.
     """
     from prefalign.adapt.generate import read_prompts
+    from prefalign.adapt.validation import read_validation_prompts
 
     config.validate()
     if reward is None:
@@ -588,7 +584,7 @@ def train_reward_backprop(config: RewardBackpropConfig, reward: PixelScorerLike 
         reward = load_reward(config.reward, "cpu" if config.cpu else PartialState(cpu=False).device)
     prompts = read_prompts(config.prompts)
     if config.validation_prompts:
-        train_prompts, held_out = prompts, read_prompts(config.validation_prompts)
+        train_prompts, held_out = prompts, read_validation_prompts(config.validation_prompts)
     else:
         train_prompts, held_out = split_prompts(prompts, config.validation_fraction, config.seed)
     pretraining = None

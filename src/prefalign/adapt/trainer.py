@@ -42,6 +42,7 @@ from prefalign.adapt.base_model import (
 from prefalign.adapt.config import TRAIN_TARGETS, DiffusionTrainingConfig
 from prefalign.adapt.errors import AdaptError
 from prefalign.adapt.losses import per_sample_mse, reward_weighted_loss
+from prefalign.adapt.validation import maybe_write_validation_grid
 from prefalign.data.dataset import Dataset
 from prefalign.training.loop import LOG_FILE, LoopCore, StopRequest, TrainingInterrupted, write_log
 
@@ -336,14 +337,28 @@ class DiffusionFineTuner(LoopCore):
         if acc.is_main_process:
             write_log(self.out / TRAIN_LOG_FILE, self.log)  # a resumed run's log up to its checkpoint
         self.start_trackers()
+        from tqdm.auto import tqdm
+
+        # steps/s and the time left; tqdm's rate counts only this session's steps after a resume
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=start,
+            desc="training",
+            unit="step",
+            dynamic_ncols=True,
+            disable=cfg.disable_tqdm or not acc.is_main_process,
+        )
         try:
             with StopRequest() as stop:
                 t0 = time.perf_counter()
                 for step in range(start, cfg.max_steps):
-                    self._train_step(step, t0)
+                    loss = self._train_step(step, t0)
                     done = step + 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
                     if cfg.save_steps and done % cfg.save_steps == 0 and done < cfg.max_steps:
                         self._save_checkpoint(done)
+                    maybe_write_validation_grid(self, done)  # sample grids (prefalign.adapt.validation)
                     if self.any_process(stop.requested):
                         raise TrainingInterrupted(self._save_checkpoint(done))
             acc.wait_for_everyone()
@@ -352,11 +367,13 @@ class DiffusionFineTuner(LoopCore):
                 self._save_result()
             acc.wait_for_everyone()
         finally:
+            bar.close()
             self.end_trackers()
         return self.out
 
-    def _train_step(self, step: int, t0: float) -> None:
-        """Optimizer step ``step`` (0-based): its accumulation passes, the update and its log row."""
+    def _train_step(self, step: int, t0: float) -> float:
+        """Optimizer step ``step`` (0-based): its accumulation passes, the update and its log row;
+        returns the step's loss (averaged over processes)."""
         cfg, acc = self.config, self.accelerator
         record: dict[str, float] = {}
         for micro in range(cfg.gradient_accumulation_steps):
@@ -372,7 +389,7 @@ class DiffusionFineTuner(LoopCore):
             raise AdaptError(f"loss became {row['loss']} at step {done}; lower the learning rate")
         self._after_step(done, record)
         if done % cfg.logging_steps and done != cfg.max_steps:
-            return
+            return float(row["loss"])
         row.update(step=done, seconds=round(time.perf_counter() - t0, 3))
         self.log.append(row)
         self.log_to_trackers(row, done, prefix="train/")
@@ -380,6 +397,7 @@ class DiffusionFineTuner(LoopCore):
             with (self.out / TRAIN_LOG_FILE).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
             logger.info("step %d/%d loss %.5f", done, cfg.max_steps, row["loss"])
+        return float(row["loss"])
 
     def _save_result(self) -> None:
         cfg = self.config

@@ -20,6 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "adapt",
         help="align a Stable Diffusion model: select by HPS, train a LoRA, reward-weighted fine-tuning",
         description="Align a text-to-image generator with human preference (HPS section 6; Lee et al.).",
+        epilog="examples (each subcommand's --help has more):\n"
+        "  prefalign adapt select --data ddb --model hps-v1 --out selected\n"
+        "  prefalign adapt train-lora --data selected --base sd-v1-4 --output_dir lora\n"
+        "  prefalign adapt export-lora lora --format kohya --out hps-lora.safetensors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     adapt_sub = p.add_subparsers(dest="adapt_command", metavar="SUBCOMMAND", required=True)
     _register_select(adapt_sub)
@@ -115,6 +120,9 @@ def _register_select(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="images per scoring pass (default 4)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_select)
+    from prefalign.cli.common import guard_output
+
+    guard_output(p, "out", marker="records.parquet")
 
 
 def run_select(args: argparse.Namespace) -> int:
@@ -177,14 +185,53 @@ def run_select(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- trainers
+# What a diffusion training run writes into OUTPUT_DIR (a LoRA run, or a full-UNet run's pipeline).
+RUN_OUTPUTS = frozenset(
+    {
+        "pytorch_lora_weights.safetensors",
+        "prefalign_adapter.json",
+        "prefalign_finetune.json",
+        "training_log.jsonl",
+        "checkpoints",
+        "validation",
+        "merged",
+        "model_index.json",
+        "unet",
+        "vae",
+        "text_encoder",
+        "tokenizer",
+        "scheduler",
+        "feature_extractor",
+        "safety_checker",
+    }
+)
+
+
 def _check_out(config) -> None:
+    """A non-empty OUTPUT_DIR: continued with --resume_from_checkpoint, replaced with --overwrite
+    (only when it holds nothing but a run's outputs), refused otherwise."""
+    import os
+    import shutil
     from pathlib import Path
 
     out = Path(config.output_dir)
-    if out.exists() and any(out.iterdir()) and not config.resume_from_checkpoint:
+    if not (out.is_dir() and any(out.iterdir())) or config.resume_from_checkpoint:
+        if out.is_file():
+            raise CommandError(f"{out}: is a file; --output_dir must be a directory")
+        return
+    if not config.overwrite:
         raise CommandError(
-            f"{out}: exists and is not empty; use a new --output_dir, or --resume_from_checkpoint a run"
+            f"{out}: already exists; pass --overwrite to replace it, --resume_from_checkpoint to continue its "
+            "run, or choose another --output_dir"
         )
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_OUTPUTS)
+    if foreign:
+        raise CommandError(
+            f"{out}: --overwrite replaces a training run's output only, and this directory also holds "
+            f"{', '.join(foreign[:5])}; choose another --output_dir"
+        )
+    if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch, the first process clears it
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _register_train_lora(sub: argparse._SubParsersAction) -> None:

@@ -26,14 +26,14 @@ its images inside it); create-study adds study.json and registers the tasks in t
 """
 
 EPILOG = """\
-typical session:
+examples, a typical session:
   prefalign annotate create-study --study my-study --from generated/ --kind pair --annotators-per-task 20
   prefalign annotate add-annotator --study my-study alice bob carol
   prefalign annotate serve --study my-study          # send each person their invite link
   prefalign annotate export --study my-study --out my-study-votes
 
-an A/B study of two folders (pairs by prompt and seed, else by file name):
-  prefalign annotate create-study --study ab --kind pair --a base/ --b adapted/ \
+examples, an A/B study of two folders (pairs by prompt and seed, else by file name):
+  prefalign annotate create-study --study ab --kind pair --a base/ --b adapted/ \\
       --annotators-per-task 10 --base-url https://annotate.example.org
   prefalign annotate add-annotator --study ab p01 p02 p03   # links use the stored --base-url
   prefalign annotate serve --study ab
@@ -410,6 +410,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "add-annotator",
         help="create invite links (tokens) for annotators or admins",
         description="Create one invite link per name. Tokens are stored hashed: keep the printed links.",
+        epilog="example:\n  prefalign annotate add-annotator --study ab alice bob carol",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add.add_argument("--study", required=True, metavar="DIR|NAME", help="the study directory or name")
     add.add_argument("names", nargs="+", metavar="NAME", help="names (the `user` of exported votes)")
@@ -419,6 +421,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="run the web app for one study",
         description="Serve a study: annotators open their invite links, admins see /admin.",
+        epilog="example:\n  prefalign annotate serve --study ab --host 0.0.0.0 --port 8000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--study", required=True, metavar="DIR", help="the study directory")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -439,6 +443,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "copied into OUT: choice and pair votes as `chosen` (index in the dataset's image "
             "order), ratings as `ratings` (1.0 good, 0.0 bad; skips left out)."
         ),
+        epilog="example:\n  prefalign annotate export --study ab --out ab-votes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("--study", required=True, metavar="DIR|NAME", help="the study directory or name")
     export.add_argument("--out", required=True, metavar="DIR", help="output dataset directory")
@@ -476,6 +482,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="stop invite tokens from working (their votes are kept)",
         description="Revoke the tokens of NAME... (annotators or admins). Their votes stay in the export; "
         "rotate-token gives them a new link.",
+        epilog="example:\n  prefalign annotate revoke-annotator --study ab bob",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     revoke.add_argument("--study", required=True, metavar="DIR|NAME", help="the study directory or name")
     revoke.add_argument("names", nargs="+", metavar="NAME", help="token holders to revoke")
@@ -483,6 +491,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "rotate-token",
         help="give a token holder (the admin too) a new invite link; the old one stops working",
         description="Replace the tokens of NAME... with new ones and print the new invite links.",
+        epilog="example:\n  prefalign annotate rotate-token --study ab admin",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rotate.add_argument("--study", required=True, metavar="DIR|NAME", help="the study directory or name")
     rotate.add_argument("names", nargs="+", metavar="NAME", help="token holders (e.g. admin)")
@@ -520,6 +530,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.set_defaults(func=run_add_annotator)
     serve.set_defaults(func=run_serve)
     export.set_defaults(func=run_export)
+    from prefalign.cli.common import guard_output
+
+    guard_output(export, "out", marker="records.parquet")
     revoke.set_defaults(func=run_revoke_annotator)
     rotate.set_defaults(func=run_rotate_token)
     results.set_defaults(func=run_results)
+    from prefalign.cli.common import guard_output
+
+    guard_output(results, "out", marker="report.json")

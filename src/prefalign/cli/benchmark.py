@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate (or reuse) images per model, prompt and seed, score them with every scorer, "
         "and write a leaderboard: each scorer's mean per model with a bootstrap interval over prompts, "
         "paired win rates with a sign test, and per-category means.",
+        epilog="examples (each subcommand's --help has more):\n"
+        "  prefalign benchmark run --prompts parti --model sd-v1-5 --scorer hps-v2 --out runs/parti\n"
+        "  prefalign benchmark compare runs/2026-11 runs/parti",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmds = p.add_subparsers(dest="benchmark_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: p.print_help() or 2)
@@ -115,13 +119,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="diff two leaderboards (means, intervals, ranks)",
         description="Per model and scorer in both: old and new mean, the difference, and whether the bootstrap "
         "intervals overlap; rank changes; models only in one. Warns when prompt sets or seeds differ.",
+        epilog="example:\n  prefalign benchmark compare runs/2026-11 runs/2026-12 --out changes.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmp.add_argument("old", help="OLD leaderboard.json or its run directory")
     cmp.add_argument("new", help="NEW leaderboard.json or its run directory")
     cmp.add_argument("--out", "-o", help="also write the comparison as JSON (.json) or Markdown (.md)")
     cmp.set_defaults(func=compare_command)
 
-    prompts = cmds.add_parser("prompts", help="list the shipped prompt sets, or a set's categories")
+    prompts = cmds.add_parser(
+        "prompts",
+        help="list the shipped prompt sets, or a set's categories",
+        epilog="examples:\n  prefalign benchmark prompts\n  prefalign benchmark prompts parti",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     prompts.add_argument("set", nargs="?", help="a set name or file: print its categories and counts")
     prompts.set_defaults(func=prompts_command)
 

@@ -131,3 +131,52 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], max_wid
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- existing outputs
+OUTPUT_DEST = "_output_dest"  # the parser default naming a command's output option
+OUTPUT_MARKER = "_output_marker"  # the file inside an output directory that makes it "existing"
+_MARKED = {"records.parquet": "a dataset", "report.json": "a report", "leaderboard.json": "a leaderboard"}
+
+
+def guard_output(p: argparse.ArgumentParser, dest: str = "out", *, marker: str | None = None) -> None:
+    """Declare ``p``'s output option: an existing output is refused unless ``--overwrite``.
+
+    Every command that writes an output behaves the same (``prefalign.cli.main`` runs
+    :func:`check_output` before the command): a file that exists, or a directory holding
+    ``marker`` (a dataset's ``records.parquet``, a report's ``report.json``; without a marker: any
+    entry), is refused with one line naming it and ``--overwrite``. With ``--overwrite`` the command
+    writes over it. Adds ``--overwrite`` unless the command has it already.
+    """
+    if not any(a.dest == "overwrite" for a in p._actions):
+        p.add_argument(
+            "--overwrite", action="store_true", help="replace an existing output (default: refuse it)"
+        )
+    p.set_defaults(**{OUTPUT_DEST: dest, OUTPUT_MARKER: marker})
+
+
+def existing_output(path: Path, marker: str | None) -> Path | None:
+    """What makes ``path`` an existing output (the file, the marker, the directory), else None."""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if marker is not None:
+            return path / marker if (path / marker).exists() else None
+        return path if any(path.iterdir()) else None
+    return None
+
+
+def check_output(args: argparse.Namespace) -> None:
+    """Refuse the command's existing output unless ``--overwrite`` (see :func:`guard_output`)."""
+    dest = getattr(args, OUTPUT_DEST, None)
+    value = getattr(args, dest, None) if dest else None
+    if value is None or getattr(args, "overwrite", False):
+        return
+    found = existing_output(Path(value), getattr(args, OUTPUT_MARKER, None))
+    if found is not None:
+        what = (
+            "already exists"
+            if found == Path(value)
+            else f"already holds {_MARKED.get(found.name, found.name)}"
+        )
+        raise CommandError(f"{value}: {what}; pass --overwrite to replace it, or choose another output")

@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=run)
+    from prefalign.cli.common import guard_output
+
+    guard_output(p, "out")
 
 
 def run(args: argparse.Namespace) -> int:

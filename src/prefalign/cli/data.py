@@ -15,6 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="build, import, export, split, inspect and check datasets",
         description="A dataset is a directory with records.parquet and the images it references. "
         "These commands build one from chat exports or public preference sets and check it.",
+        epilog="examples (each subcommand's --help has more):\n"
+        "  prefalign data import table choices.csv --out choices\n"
+        "  prefalign data validate choices\n"
+        "  prefalign data split choices --test-size 0.1 --out choices-split",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     _register_from_discord(data_sub)
@@ -77,6 +82,9 @@ def _register_from_discord(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_from_discord)
+    from prefalign.cli.common import guard_output
+
+    guard_output(p, "out", marker="records.parquet")
 
 
 def run_from_discord(args: argparse.Namespace) -> int:
@@ -160,6 +168,8 @@ def _register_stats(sub: argparse._SubParsersAction) -> None:
         description="Print the counts section 3 of the HPS paper reports: prompts, images, the "
         "distribution of images per prompt, distinct users, the most choices by one user, and for mined "
         "datasets what was dropped and why.",
+        epilog="example:\n  prefalign data stats choices --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dataset", metavar="DIR", help="dataset directory")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -252,6 +262,9 @@ def _register_import(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace a dataset already in DIR (default: refuse)"
     )
     p.set_defaults(func=run_import)
+    from prefalign.cli.common import guard_output
+
+    guard_output(p, "out", marker="records.parquet")
 
 
 def run_table_import(args: argparse.Namespace) -> int:
@@ -350,6 +363,9 @@ def _register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", metavar="DIR", help="dataset directory")
     p.add_argument("--out", "-o", required=True, metavar="OUT", help="directory to write")
     p.set_defaults(func=run_export)
+    from prefalign.cli.common import guard_output
+
+    guard_output(p, "out")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -396,6 +412,9 @@ def _register_split(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace a dataset already in OUT (default: refuse)"
     )
     p.set_defaults(func=run_split)
+    from prefalign.cli.common import guard_output
+
+    guard_output(p, "out", marker="records.parquet")
 
 
 def run_split(args: argparse.Namespace) -> int:
@@ -419,6 +438,8 @@ def _register_validate(sub: argparse._SubParsersAction) -> None:
         help="check a dataset; exit 1 if anything is wrong",
         description="Report missing or undecodable images, images not fetched yet, empty prompts, "
         "choices and ranks that do not fit the images, and duplicate ids. Exits 1 if any.",
+        epilog="example:\n  prefalign data validate choices",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dataset", metavar="DIR", help="dataset directory")
     p.add_argument("--no-images", action="store_true", help="skip opening the images (records only)")

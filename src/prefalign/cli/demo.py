@@ -11,6 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the end-to-end demo offline on tiny models",
         description="Builds synthetic images and prompts and a tiny scorer, scores them and writes "
         "OUT/report.md. Needs no network and no weights.",
+        epilog="example:\n  prefalign demo --out demo-output",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", "-o", default="demo-output", help="output directory (default: demo-output)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

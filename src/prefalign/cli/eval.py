@@ -34,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluate scorers and image sets against human preference (accuracy, agreement, IS/FID, compare)",
         description="Measure whether metrics agree with people. Each subcommand prints a table and writes "
         "OUT/report.json, OUT/report.md, OUT/report.html (plots embedded) and OUT/plots/*.png.",
+        epilog="examples (each subcommand's --help has more):\n"
+        "  prefalign eval preference --data hpd-test --model hps-v2 --model clip --out eval-pref\n"
+        "  prefalign eval compare --a gen-base --b gen-lora --model hps-v2 --out compare",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evals = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: p.print_help() or 2)
@@ -65,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_common_args(pref, "eval-preference")
     pref.set_defaults(func=run_preference_command)
+    from prefalign.cli.common import guard_output
+
+    guard_output(pref, "out", marker="report.json")
 
     agr = evals.add_parser(
         "agreement",
@@ -80,6 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_scorer_args(agr, required=False)
     _add_common_args(agr, "eval-agreement")
     agr.set_defaults(func=run_agreement_command)
+    from prefalign.cli.common import guard_output
+
+    guard_output(agr, "out", marker="report.json")
 
     img = evals.add_parser(
         "images",
@@ -121,6 +131,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_runtime_args(img)
     _add_common_args(img, "eval-images", bootstrap=False)
     img.set_defaults(func=run_images_command)
+    from prefalign.cli.common import guard_output
+
+    guard_output(img, "out", marker="report.json")
 
     cmp_ = evals.add_parser(
         "compare",
@@ -136,6 +149,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_scorer_args(cmp_, required=True)
     _add_common_args(cmp_, "eval-compare")
     cmp_.set_defaults(func=run_compare_command)
+    from prefalign.cli.common import guard_output
+
+    guard_output(cmp_, "out", marker="report.json")
 
 
 # ---------------------------------------------------------------------------- arguments

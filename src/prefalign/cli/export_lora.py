@@ -32,6 +32,9 @@ def register_export_lora(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, help="kohya: NAME.safetensors; diffusers, peft: a directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=run_export_lora)
+    from prefalign.cli.common import guard_output
+
+    guard_output(p, "out")
 
 
 def run_export_lora(args: argparse.Namespace) -> int:

@@ -113,6 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
+    from prefalign.cli.common import guard_output
+
+    guard_output(p, "out", marker="records.parquet")
 
 
 def run(args: argparse.Namespace) -> int:

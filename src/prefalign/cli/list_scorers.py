@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Every scorer family load_scorer knows: its score kind, scale and meaning, "
         "preprocessing, what `prefalign convert` needs, whether score_pixels is differentiable "
         "(and its measured distance from the file path), and the original code it matches.",
+        epilog="examples:\n  prefalign list-scorers\n  prefalign list-scorers --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true", help="one JSON object per family")
     p.add_argument(

@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        from prefalign.cli.common import check_output
+
+        check_output(args)  # an existing output is refused unless --overwrite, in every command
         return int(args.func(args) or 0)
     except PrefalignError as exc:
         print(f"prefalign {args.command}: error: {exc}", file=sys.stderr)

@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--list-models", action="store_true", help="list the known model names and exit")
     p.set_defaults(func=run)
+    from prefalign.cli.common import guard_output
+
+    guard_output(p, "out")
 
 
 def expand_images(paths: list[str]) -> list[str]:

@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "directory that `prefalign score` and `load_scorer` use directly, with training_log.jsonl, "
         "training_config.yaml and training_summary.json beside the weights. The same command runs "
         "under `accelerate launch` on many GPUs.",
+        epilog="examples (each subcommand's --help has more):\n"
+        "  prefalign train scorer --data choices --base openai/clip-vit-large-patch14 --output_dir models/hps\n"
+        "  prefalign train reward --data rated --base openai/clip-vit-large-patch14 --output_dir models/reward",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     kinds = p.add_subparsers(dest="trainer", metavar="TRAINER", required=True)
     for kind, (config_path, _, help_text) in TRAINERS.items():
@@ -67,6 +71,8 @@ def register_prompts(sub: argparse._SubParsersAction) -> None:
         "prompts",
         help="write prompt sets (the Lee et al. compositional family)",
         description="Prompt sets to generate images from and collect feedback on.",
+        epilog="example:\n  prefalign data prompts compositional --out prompts.txt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     which = prompts.add_subparsers(dest="prompt_set", metavar="SET", required=True)
     c = which.add_parser(
@@ -98,6 +104,9 @@ def register_prompts(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--sample", type=int, help="write a random sample of this many prompts")
     c.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     c.set_defaults(func=run_prompts)
+    from prefalign.cli.common import guard_output
+
+    guard_output(c, "out")
 
 
 _EPILOGS = {

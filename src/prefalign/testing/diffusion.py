@@ -54,6 +54,9 @@ def tiny_sd_components(
     """
     if vae not in ("random", "brightness"):
         raise ValueError(f"vae must be 'random' or 'brightness', got {vae!r}")
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -256,6 +259,9 @@ def save_tiny_sd(directory: str | Path, seed: int = 0, **kwargs) -> Path:
 
 
 def _save_pipeline(components: dict, directory: str | Path) -> Path:
+    from prefalign.adapt.diffusers_import import bind_pil_image_processors
+
+    bind_pil_image_processors()  # no torchvision warning for processors we never use
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as dlogging
 
