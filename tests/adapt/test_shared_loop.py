@@ -146,3 +146,30 @@ def test_an_interrupted_adapt_command_exits_130_naming_the_checkpoint(tmp_path, 
     assert code == 130
     err = capsys.readouterr().err
     assert "checkpoint written to" in err and "step-0000007" in err
+
+
+def test_linear_schedule_with_warmup_is_followed_and_resumes_exactly(tmp_path, shapes_data, tiny_sd):
+    """--lr_scheduler_type/--warmup_steps (transformers' get_scheduler) in the diffusion trainers:
+    the logged rate of each step follows warm-up then linear decay, and a resumed run restores the
+    scheduler from the checkpoint (a scheduler restarted at step 0 would give other weights)."""
+    settings = dict(
+        max_steps=4,
+        save_steps=2,
+        logging_steps=1,
+        learning_rate=1e-3,
+        lr_scheduler_type="linear",
+        warmup_steps=2,
+    )
+    make_trainer("lora", shapes_data, tiny_sd, tmp_path / "straight", **settings).train()
+    log = [
+        json.loads(line) for line in (tmp_path / "straight" / "training_log.jsonl").read_text().splitlines()
+    ]
+    assert [r["learning_rate"] for r in log] == pytest.approx([0.0, 5e-4, 1e-3, 5e-4])
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(tmp_path / "straight" / "checkpoints", interrupted / "checkpoints")
+    make_trainer(
+        "lora", shapes_data, tiny_sd, interrupted, resume_from_checkpoint="latest", **settings
+    ).train()
+    assert same(trained_weights("lora", tmp_path / "straight"), trained_weights("lora", interrupted))
+    resumed_log = [json.loads(line) for line in (interrupted / "training_log.jsonl").read_text().splitlines()]
+    assert [r["learning_rate"] for r in resumed_log] == [r["learning_rate"] for r in log]

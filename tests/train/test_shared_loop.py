@@ -123,3 +123,16 @@ def test_fp16_without_a_gpu_is_refused_and_with_one_checkpoints_the_grad_scaler(
     trainer.train()
     checkpoint = tmp_path / "gpu.checkpoints" / "step-0000002"
     assert (checkpoint / "scaler.pt").is_file()
+
+
+@pytest.mark.parametrize("case", ["scorer"], indirect=True)
+def test_gradient_checkpointing_recomputes_to_the_same_weights(case, tmp_path):
+    """--gradient_checkpointing (transformers' CLIP layers recomputed in backward) trades time for
+    memory without changing what is learnt."""
+    plain, weights = case(tmp_path / "plain", max_steps=3)
+    plain.train()
+    checkpointed, _ = case(tmp_path / "ckpt", max_steps=3, gradient_checkpointing=True)
+    checkpointed.train()
+    assert checkpointed.clip.is_gradient_checkpointing
+    a, b = load_file(tmp_path / "plain" / weights), load_file(tmp_path / "ckpt" / weights)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

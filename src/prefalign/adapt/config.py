@@ -50,8 +50,6 @@ class DiffusionTrainingConfig(TrainingConfig):
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset(
         {
             "num_train_epochs",
-            "lr_scheduler_type",
-            "warmup_steps",
             "eval_steps",
             "dataloader_num_workers",
         }
@@ -72,10 +70,14 @@ class DiffusionTrainingConfig(TrainingConfig):
         "pairs per forward pass on each process; an optimizer step sees this x processes x "
         "gradient_accumulation_steps",
     )
-    learning_rate: float = option(1e-5, "AdamW learning rate (constant schedule)")
+    learning_rate: float = option(1e-5, "AdamW peak learning rate (after --warmup_steps)")
     lr_scheduler_type: str = option(
-        "constant", "learning-rate schedule: constant (the authors' script)", choices=LR_SCHEDULERS
+        "constant",
+        "learning-rate schedule after warm-up: constant (the default of the authors' script and of "
+        "diffusers' training scripts), linear or cosine (decay to 0 at max_steps)",
+        choices=LR_SCHEDULERS,
     )
+    warmup_steps: int = option(0, "linear warm-up steps (diffusers' scripts: lr_warmup_steps, 0 for LoRA)")
     weight_decay: float = option(1e-2, "AdamW weight decay")
     max_grad_norm: float = option(
         1.0, "clip gradients to this norm (0: no clipping; diffusers' scripts: 1.0)"

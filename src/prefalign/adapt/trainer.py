@@ -220,7 +220,6 @@ class DiffusionFineTuner(LoopCore):
             unet.enable_gradient_checkpointing()
         unet.train()
         self.trainable = {n: p for n, p in unet.named_parameters() if p.requires_grad}
-        # Constant learning rate, as in HPS: no scheduler object to save or resume.
         optimizer = torch.optim.AdamW(
             list(self.trainable.values()), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
@@ -230,6 +229,8 @@ class DiffusionFineTuner(LoopCore):
             if self.weight_dtype != torch.float32:  # the diffusers LoRA recipe
                 frozen.to(dtype=self.weight_dtype)
         self.unet, self.optimizer = acc.prepare(unet, optimizer)
+        # Constant by default (HPS; diffusers' scripts); saved and restored with the checkpoint.
+        self.lr_scheduler_ = self.lr_scheduler(self.optimizer, cfg.max_steps)
         if self.train_target == "lora":
             self.checkpoint_trainable_only(unet)
 
@@ -382,6 +383,8 @@ class DiffusionFineTuner(LoopCore):
                 acc.backward(loss)
                 if acc.sync_gradients:
                     self.optimizer_step(self.optimizer, list(self.trainable.values()))
+        record["learning_rate"] = float(self.lr_scheduler_.get_last_lr()[0])  # the rate this step used
+        self.lr_scheduler_.step()
         done = step + 1
         # Every step (a non-finite loss on one process must stop them all); logged every logging_steps.
         row: dict[str, Any] = self.reduce_metrics(record)

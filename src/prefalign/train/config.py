@@ -32,7 +32,6 @@ TRAIN_DEPRECATED = {
 class TrainConfig(TrainingConfig):
     """Settings shared by the preference-model and reward-model trainers."""
 
-    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"gradient_checkpointing"})
     DEPRECATED: ClassVar[dict[str, str]] = TRAIN_DEPRECATED
 
     output_dir: str = option("", "model directory to write (the prefalign model format)")

@@ -180,10 +180,8 @@ class Trainer(LoopCore):
         steps_per_epoch = math.ceil(len(self._epoch_loader(0)) / cfg.gradient_accumulation_steps)
         self.total_steps = cfg.max_steps or cfg.num_train_epochs * steps_per_epoch
         self.num_epochs = math.ceil(self.total_steps / steps_per_epoch)
-        scheduler = self._scheduler(optimizer, self.total_steps)
+        scheduler = self.lr_scheduler(optimizer, self.total_steps)
         model, optimizer = acc.prepare(model, optimizer)
-        # Not through prepare(): accelerate would step it once per process per step.
-        acc.register_for_checkpointing(scheduler)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -328,16 +326,6 @@ class Trainer(LoopCore):
             put_on_device=True,
             rng_types=[],
             even_batches=True,
-        )
-
-    def _scheduler(self, optimizer, total_steps: int):
-        from transformers import get_scheduler
-
-        name = self.config.lr_scheduler_type
-        if name == "constant" and self.config.warmup_steps:
-            name = "constant_with_warmup"
-        return get_scheduler(
-            name, optimizer, num_warmup_steps=self.config.warmup_steps, num_training_steps=total_steps
         )
 
     def _postfix(self, row: dict[str, Any], state: TrainerState) -> dict[str, str]:

@@ -103,6 +103,8 @@ class PreferenceTrainer(Trainer):
             logit_scale=cfg.train_logit_scale,
             semantics=cfg.unlock_semantics,
         )
+        if cfg.gradient_checkpointing:  # transformers' CLIP recomputes each encoder layer in backward
+            self.clip.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return ChoiceModel(self.clip)
 
     def after_optimizer_step(self, model: nn.Module) -> None:

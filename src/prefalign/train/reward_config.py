@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from prefalign.train.config import TrainConfig, TrainConfigError, option
 
@@ -16,6 +17,9 @@ class RewardConfig(TrainConfig):
     background). T = 2 and λ = 0.5 as in the paper; N, the MLP width and the optimiser settings
     are configurable.
     """
+
+    # An MLP on precomputed embeddings: no activations worth recomputing.
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"gradient_checkpointing"})
 
     learning_rate: float = option(1e-4, "peak learning rate of AdamW")
     per_device_train_batch_size: int = option(64, "images per optimizer step on each process")

@@ -65,6 +65,12 @@ RESUME_FREE_OPTIONS = frozenset(
         "eval_steps",
         "merge",
         "output_dir",
+        "disable_tqdm",
+        # sample grids (prefalign.adapt.validation) sample without touching the training streams
+        "validation_prompts",
+        "validation_steps",
+        "num_validation_images",
+        "validation_inference_steps",
     }
 )
 
@@ -194,6 +200,22 @@ class LoopCore:
             for tracker in self.accelerator.trackers:
                 tracker.finish()
         self.accelerator.trackers = []
+
+    def lr_scheduler(self, optimizer: Any, total_steps: int) -> Any:
+        """transformers' ``get_scheduler`` for ``lr_scheduler_type`` with ``warmup_steps`` linear
+        warm-up (``constant`` with warm-up is ``constant_with_warmup``), registered for
+        checkpointing. Not passed to ``accelerator.prepare``, which would step it once per process:
+        call ``.step()`` once per optimizer step."""
+        from transformers import get_scheduler
+
+        name = self.config.lr_scheduler_type
+        if name == "constant" and self.config.warmup_steps:
+            name = "constant_with_warmup"
+        scheduler = get_scheduler(
+            name, optimizer, num_warmup_steps=self.config.warmup_steps, num_training_steps=total_steps
+        )
+        self.accelerator.register_for_checkpointing(scheduler)
+        return scheduler
 
     def optimizer_step(self, optimizer: Any, parameters: list[nn.Parameter]) -> None:
         """Clip to ``max_grad_norm`` (0: no clipping), step and zero the gradients: call on sync steps."""
@@ -362,7 +384,13 @@ class LoopCore:
         # A checkpoint written before the shared vocabulary (issue 13) names its settings the old way.
         saved = {self.config.DEPRECATED.get(k, k): v for k, v in saved.items()}
         now = self.config.to_dict()
-        changed = sorted(k for k in now if k not in RESUME_FREE_OPTIONS and saved.get(k) != now[k])
+        free = set(RESUME_FREE_OPTIONS)
+        # Extending a run is continuing it when the schedule does not depend on its length.
+        if now.get("lr_scheduler_type") == "constant" and (now.get("max_steps") or 0) >= (
+            saved.get("max_steps") or 0
+        ):
+            free.add("max_steps")
+        changed = sorted(k for k in now if k not in free and saved.get(k) != now[k])
         if changed:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
             raise self.error_cls(
