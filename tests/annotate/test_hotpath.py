@@ -151,3 +151,54 @@ def test_a_vote_checked_before_its_lease_was_given_back_is_checked_again(served)
     # Through the app the vote is checked again and counts with a slot of its own.
     assert s.vote(alice, task, 0).json()["status"] == "recorded"
     counters_match_rows(s.store)
+
+
+def test_concurrent_writes_share_one_commit_and_a_failing_one_is_undone_alone(make_study):
+    """Group commit (SQLite): works queued while the writer is busy run in one transaction,
+    each in a savepoint; one COMMIT for them, and an exception undoes its own work only."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    store, _, _ = make_study(kind="pair", n_records=6)
+    store.write_grouped(lambda connection: None)  # the writer thread is running
+
+    def bump(task_id: int, fail: bool = False):
+        def work(connection):
+            connection.execute(
+                text("UPDATE tasks SET done_votes = done_votes + 1 WHERE id = :id"), {"id": task_id}
+            )
+            if fail:
+                raise ValueError(f"task {task_id} fails")
+            return task_id
+
+        return work
+
+    outcomes: dict[int, object] = {}
+
+    def call(task_id: int) -> None:
+        try:
+            outcomes[task_id] = store.write_grouped(bump(task_id, fail=task_id == 3))
+        except ValueError as exc:
+            outcomes[task_id] = exc
+
+    with counting(store) as statements:
+        with store._writer:  # the writer is busy: the six works queue up
+            threads = [threading.Thread(target=call, args=(i,)) for i in range(1, 7)]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 10
+            # The writer thread takes the first and waits for the lock; five wait in the queue.
+            while store._group.queue.qsize() < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        for thread in threads:
+            thread.join(timeout=30)
+    assert {k: v for k, v in outcomes.items() if k != 3} == {1: 1, 2: 2, 4: 4, 5: 5, 6: 6}
+    assert isinstance(outcomes[3], ValueError)
+    # Two transactions: the first work alone (taken before the others queued), then five.
+    assert sum(text.strip().upper() == "COMMIT" for text in statements) <= 2, statements
+    assert sum(text.strip().upper() == "SAVEPOINT WORK" for text in statements) >= 5, statements
+    with store.read_connection() as connection:
+        done = dict(connection.execute(text("SELECT id, done_votes FROM tasks")).all())
+    assert done == {1: 1, 2: 1, 3: 0, 4: 1, 5: 1, 6: 1}

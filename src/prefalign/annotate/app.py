@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -192,8 +193,7 @@ def create_app(
     def transaction(work: Callable[[Connection, Study], T]) -> T:
         for attempt in range(TRANSACTION_ATTEMPTS):
             try:
-                with store.write() as connection:
-                    return work(connection, study)
+                return store.write_grouped(lambda connection: work(connection, study))
             except IntegrityError:
                 if attempt == TRANSACTION_ATTEMPTS - 1:
                     raise
@@ -377,8 +377,7 @@ def create_app(
             if isinstance(plan, VoteResult):
                 return {"status": plan.status, "vote": plan.vote_id}
             try:
-                with store.write() as connection:
-                    result = hot.write_vote(connection, plan)
+                result = store.write_grouped(partial(hot.write_vote, plan=plan))
                 return {"status": result.status, "vote": result.vote_id}
             except (IntegrityError, dbapi_integrity_error, AnsweredMeanwhile):
                 if attempt == TRANSACTION_ATTEMPTS - 1:
