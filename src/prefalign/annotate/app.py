@@ -19,10 +19,13 @@ Guards (see ``guard.py``): bodies over 64 KiB get 413 unread; POSTs from another
 403; the token is checked before a vote's body is parsed.
 
 Concurrency: only writes (a vote, a newly assigned task) go through the store's write
-transaction, which SQLite serialises. Reads (the open task, images, progress, the admin page)
-use lock-free read transactions. Token checks are cached for ``TOKEN_CACHE_S`` seconds and
-an assignment's images (which never change) for the life of the process, once the first image
-of a task was asked for: the next ones cost no database transaction.
+transaction; on SQLite they are group-committed (``Store.write_grouped``: one writer thread,
+one COMMIT for the writes that queued meanwhile, each acknowledged after it). Reads (the open
+task, images, progress, the admin page) use lock-free read transactions. The task fetch, vote
+and image lookup run fixed SQL on the driver's cursor (``hotpath.py``). Token checks are
+cached for ``TOKEN_CACHE_S`` seconds and an assignment's images (which never change) for the
+life of the process, once the first image of a task was asked for: the next ones cost no
+database transaction.
 """
 
 from __future__ import annotations

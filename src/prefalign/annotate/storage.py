@@ -10,6 +10,9 @@ SQLite (the default, a file) is set up for many concurrent voters on one machine
   is locked" when another writer committed in between, which the busy timeout does not cover.
   Read-only work (:meth:`Store.read`) uses a second engine with deferred transactions and no
   lock: in WAL mode readers run beside the writer, each on one consistent snapshot.
+* the server's writes are group-committed (:meth:`Store.write_grouped`): one writer thread
+  commits the writes that queued while it was busy together, one fsync for many votes, each
+  acknowledged only after its commit;
 * the file is created readable by its owner only (0600; SQLite gives its ``-wal`` and ``-shm``
   files the same mode), and ``PRAGMA quick_check`` runs when a store opens, so a damaged file
   is refused at start with one line, not found at export.
