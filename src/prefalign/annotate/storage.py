@@ -283,6 +283,13 @@ class GroupCommit:
         self.thread.start()
 
     def submit(self, work: Callable[[Connection], T]) -> T:
+        """Queue ``work``, wait for the commit that holds it; its result or exception.
+
+        Raises:
+            StudyError: if the writer thread is no longer running (nothing was written).
+        """
+        if not self.thread.is_alive():
+            raise StudyError("the database writer thread has stopped; restart the server")
         future: Future = Future()
         self.queue.put((work, future))
         return future.result()
