@@ -136,3 +136,79 @@ def test_export_removes_the_temporary_files_of_an_interrupted_export(tmp_path, m
     assert (out / "notes.txt").read_text() == "mine"
     assert "removed 2 temporary file(s)" in caplog.text
     assert len(load_dataset(out)) == 0
+
+
+def test_acknowledged_votes_survive_kill_9_of_the_server_while_it_group_commits(tmp_path):
+    """Eight clients vote through a real server process; it is killed with SIGKILL mid-run. Every
+    vote acknowledged before the kill is in the database (group commit acknowledges a vote only
+    after the COMMIT that holds it)."""
+    import os
+    import signal
+    import socket
+    import sqlite3
+    import subprocess
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    from prefalign.annotate import add_annotator
+
+    study_dir = write_dataset(tmp_path / "study", 300, 2)
+    store = Store.open(study_dir / "annotations.db")
+    study = create_study(store, study_dir, StudyConfig("crash", "pair", 8))
+    tokens = [add_annotator(store, study, f"a{i}") for i in range(8)]
+    store.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, "-m", "prefalign.cli.main", "annotate", "serve", "--study", str(study_dir)]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        acknowledged: list[int] = []
+        stop = threading.Event()
+
+        def voter(token: str) -> None:
+            with httpx.Client(
+                base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
+            ) as http:
+                while not stop.is_set():
+                    try:
+                        task = http.get("/api/task").json()["task"]
+                        reply = http.post("/api/vote", json={"task": task["id"], "answer": 0})
+                    except (httpx.HTTPError, ValueError, TypeError):
+                        return  # the server is gone
+                    if reply.status_code == 200 and reply.json()["status"] == "recorded":
+                        acknowledged.append(reply.json()["vote"])
+
+        threads = [threading.Thread(target=voter, args=(token,)) for token in tokens]
+        for thread in threads:
+            thread.start()
+        while len(acknowledged) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert len(acknowledged) >= 40
+    with sqlite3.connect(study_dir / "annotations.db") as connection:
+        stored = {row[0] for row in connection.execute("SELECT id FROM votes")}
+    assert set(acknowledged) <= stored, sorted(set(acknowledged) - stored)

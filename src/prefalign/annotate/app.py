@@ -19,10 +19,13 @@ Guards (see ``guard.py``): bodies over 64 KiB get 413 unread; POSTs from another
 403; the token is checked before a vote's body is parsed.
 
 Concurrency: only writes (a vote, a newly assigned task) go through the store's write
-transaction, which SQLite serialises. Reads (the open task, images, progress, the admin page)
-use lock-free read transactions. Token checks are cached for ``TOKEN_CACHE_S`` seconds and
-an assignment's images (which never change) for the life of the process, once the first image
-of a task was asked for: the next ones cost no database transaction.
+transaction; on SQLite they are group-committed (``Store.write_grouped``: one writer thread,
+one COMMIT for the writes that queued meanwhile, each acknowledged after it). Reads (the open
+task, images, progress, the admin page) use lock-free read transactions. The task fetch, vote
+and image lookup run fixed SQL on the driver's cursor (``hotpath.py``). Token checks are
+cached for ``TOKEN_CACHE_S`` seconds and an assignment's images (which never change) for the
+life of the process, once the first image of a task was asked for: the next ones cost no
+database transaction.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,20 +46,21 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import Connection, Integer, bindparam, func, select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from prefalign.annotate.assign import DEFAULT_LEASE, Progress, Shown, next_assignment, open_assignment
+from prefalign.annotate.assign import DEFAULT_LEASE, Progress, Shown, next_assignment
 from prefalign.annotate.errors import AnnotateError, InvalidVote, NotAuthorized, NotFound
 from prefalign.annotate.guard import MAX_BODY_BYTES, BodyLimit, SameOrigin, origin_of
-from prefalign.annotate.models import Annotator, Assignment, Study, Task, Vote
+from prefalign.annotate.hotpath import AnsweredMeanwhile, CheckedVote, HotPath
+from prefalign.annotate.models import Annotator, Study
 from prefalign.annotate.paths import resolve_inside
 from prefalign.annotate.progress import StudyProgress, study_progress
 from prefalign.annotate.storage import Store
 from prefalign.annotate.study import find_study, read_study_config
 from prefalign.annotate.tokens import hash_token
-from prefalign.annotate.votes import VotePlan, VoteResult, parse_task_id, plan_vote, write_vote
+from prefalign.annotate.votes import VoteResult, parse_task_id
 
 HERE = Path(__file__).parent
 log = logging.getLogger(__name__)
@@ -168,6 +173,9 @@ def create_app(
     study_dir = Path(study_dir).resolve()
     # A study row never changes after create-study, so it is read once, not per request.
     study = find_study(store, read_study_config(study_dir).name)
+    hot = HotPath(study, store.engine.dialect.name)
+    # The driver's own IntegrityError: the hot path runs on its cursors, not through SQLAlchemy.
+    dbapi_integrity_error = store.engine.dialect.loaded_dbapi.IntegrityError
     sweep_interval = min(SWEEP_INTERVAL, lease)
     next_sweep = [0.0]
     secure_cookie = bool(base_url) and (origin_of(base_url or "") or "").startswith("https://")
@@ -188,8 +196,7 @@ def create_app(
     def transaction(work: Callable[[Connection, Study], T]) -> T:
         for attempt in range(TRANSACTION_ATTEMPTS):
             try:
-                with store.write() as connection:
-                    return work(connection, study)
+                return store.write_grouped(lambda connection: work(connection, study))
             except IntegrityError:
                 if attempt == TRANSACTION_ATTEMPTS - 1:
                     raise
@@ -262,35 +269,9 @@ def create_app(
         next_sweep[0] = now + sweep_interval.total_seconds()
         return True
 
-    # The three counts of an annotator's progress in one statement (one round trip), built
-    # once. Each count walks an index: the annotator's votes (ix_votes_annotator_id), the
-    # study's tasks with a free slot (a range of ix_tasks_next, index only: no table rows), and
-    # the annotator's assignments among those.
-    limit = study.annotators_per_task
-    annotator_param = bindparam("annotator", type_=Integer)
-    progress_query = select(
-        select(func.count()).select_from(Vote).where(Vote.annotator_id == annotator_param).scalar_subquery(),
-        select(func.count())
-        .select_from(Task)
-        .where(Task.study_id == study.id, Task.slots_used < limit)
-        .scalar_subquery(),
-        select(func.count())
-        .select_from(Assignment)
-        .join(Task, Task.id == Assignment.task_id)
-        .where(Assignment.annotator_id == annotator_param, Task.slots_used < limit)
-        .scalar_subquery(),
-    )
-
-    def progress_of(session: Connection, holder: Holder, has_open_task: bool) -> Progress:
-        """Done so far, and done + current + still available to this annotator.
-
-        Still available = tasks with a free slot minus those of them this annotator was shown.
-        """
-        done, with_free_slot, seen_with_free_slot = session.execute(
-            progress_query, {"annotator": holder.id}
-        ).one()
-        available = max(0, (with_free_slot or 0) - (seen_with_free_slot or 0))
-        return Progress(done=done or 0, total=(done or 0) + int(has_open_task) + available)
+    def progress_of(connection: Connection, holder: Holder, has_open_task: bool) -> Progress:
+        """Done so far, and done + current + still available to this annotator (one read)."""
+        return hot.progress(connection, holder.id, has_open_task)
 
     def shown_task(holder: Holder, shown_now: Shown) -> dict[str, Any]:
         task_id = shown_now.task_id
@@ -309,15 +290,21 @@ def create_app(
 
     def task_context(holder: Holder) -> dict[str, Any]:
         # Most requests find the task already on screen: a read. Only a new task is a write.
-        def look(session: Connection, study: Study) -> dict[str, Any] | None:
-            current = open_assignment(session, holder.id)
-            return None if current is None else describe(session, holder, shown_task(holder, current))
+        def look(connection: Connection, study: Study) -> dict[str, Any] | None:
+            current = hot.open_task(connection, holder.id)
+            return None if current is None else describe(connection, holder, shown_task(holder, current))
 
-        def assign(session: Connection, study: Study) -> Shown | None:
-            return next_assignment(session, study, holder.id, lease, release_expired=sweep_due())
+        def assign(connection: Connection, study: Study) -> Shown | None:
+            if sweep_due():
+                return next_assignment(connection, study, holder.id, lease, release_expired=True)
+            # One statement in the common case; the full search when it finds nothing.
+            claimed = hot.claim(connection, holder.id)
+            if claimed is not None:
+                return claimed
+            return next_assignment(connection, study, holder.id, lease, release_expired=False)
 
-        def show(session: Connection, study: Study) -> dict[str, Any]:
-            return describe(session, holder, new)
+        def show(connection: Connection, study: Study) -> dict[str, Any]:
+            return describe(connection, holder, new)
 
         found = reading(look)
         if found is not None:
@@ -382,8 +369,8 @@ def create_app(
     def vote(holder: Holder, task: object, answer: object) -> dict[str, Any]:
         task_id = parse_task_id(task)
 
-        def check(session: Connection, study: Study) -> VotePlan | VoteResult:
-            return plan_vote(session, study, holder.id, task_id, answer)
+        def check(connection: Connection, study: Study) -> CheckedVote | VoteResult:
+            return hot.plan_vote(connection, holder.id, task_id, answer)
 
         # Checked without the write lock; only the inserts and counter updates hold it. A
         # concurrent identical vote makes the insert fail on the unique assignment_id: the
@@ -393,10 +380,9 @@ def create_app(
             if isinstance(plan, VoteResult):
                 return {"status": plan.status, "vote": plan.vote_id}
             try:
-                with store.write() as connection:
-                    result = write_vote(connection, plan)
+                result = store.write_grouped(partial(hot.write_vote, plan=plan))
                 return {"status": result.status, "vote": result.vote_id}
-            except IntegrityError:
+            except (IntegrityError, dbapi_integrity_error, AnsweredMeanwhile):
                 if attempt == TRANSACTION_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
@@ -437,18 +423,14 @@ def create_app(
         if known is not None:
             return known
 
-        def look(session: Connection, study: Study) -> tuple[list[str], list[int]]:
-            task = session.execute(select(Task.study_id, Task.images).where(Task.id == task_id)).first()
-            if task is None or task.study_id != study.id:
+        def look(connection: Connection, study: Study) -> tuple[list[str], list[int]]:
+            found = hot.images_of(connection, holder.id, task_id)
+            if found is None:
                 raise NotFound(f"no task {task_id} in this study")
-            order = session.scalar(
-                select(Assignment.shown_order).where(
-                    Assignment.task_id == task_id, Assignment.annotator_id == holder.id
-                )
-            )
+            images, order = found
             if order is None:
                 raise NotAuthorized(f"task {task_id} is not assigned to you")
-            return list(task.images), list(order)
+            return images, order
 
         known = reading(look)
         with cache_lock:
