@@ -170,7 +170,7 @@ def test_gradient_flows_through_the_last_k_steps_only(tmp_path, tiny_sd):
 
 
 def test_pretraining_term_holds_the_denoising_loss(tmp_path, tiny_sd, shapes_data):
-    from prefalign.adapt.base_model import encode_prompts, images_to_latents
+    from prefalign.adapt.base_model import encode_prompts, images_to_latents, predict_noise
     from prefalign.adapt.losses import per_sample_mse
     from prefalign.adapt.trainer import examples_from_dataset, load_pixels
     from prefalign.data import load_dataset
@@ -197,9 +197,9 @@ def test_pretraining_term_holds_the_denoising_loss(tmp_path, tiny_sd, shapes_dat
     noisy = sd.noise_scheduler.add_noise(latents, noise, t)
     text = encode_prompts(sd, [e.caption for e in examples], torch.device("cpu"))
     with torch.no_grad():
-        tuned = float(per_sample_mse(unet(noisy, t, text).sample, noise).mean())
+        tuned = float(per_sample_mse(predict_noise(unet, noisy, t, text), noise).mean())
         unet.disable_adapters()
-        base = float(per_sample_mse(unet(noisy, t, text).sample, noise).mean())
+        base = float(per_sample_mse(predict_noise(unet, noisy, t, text), noise).mean())
         unet.enable_adapters()
     log = [json.loads(x) for x in (tmp_path / "out" / "training_log.jsonl").read_text().splitlines()]
     assert all("pretraining_mse" in e for e in log if "loss" in e)
