@@ -3,6 +3,8 @@ which is not an overwrite; --overwrite never deletes a directory that holds anyt
 
 from __future__ import annotations
 
+import json
+
 from prefalign.cli.main import main
 
 
@@ -18,7 +20,7 @@ def test_finished_run_refused_then_overwritten_and_checkpoints_resumed(
     tmp_path, shapes_data, tiny_sd, capsys
 ):
     out = tmp_path / "lora"
-    assert main(_argv(shapes_data, tiny_sd, out, "--save_steps", "1")) == 0
+    assert main(_argv(shapes_data, tiny_sd, out, "--save_steps", "1", "--logging_steps", "1")) == 0
     first = (out / "training_log.jsonl").read_text()
     capsys.readouterr()
     assert main(_argv(shapes_data, tiny_sd, out)) == 2
@@ -26,12 +28,26 @@ def test_finished_run_refused_then_overwritten_and_checkpoints_resumed(
     assert "\n" not in err and str(out) in err and "--overwrite" in err and "--resume_from_checkpoint" in err
     assert (out / "training_log.jsonl").read_text() == first  # untouched
 
-    # resume is not overwrite: the checkpoint of step 1 continues to step 3
-    assert (
-        main(_argv(shapes_data, tiny_sd, out, "--save_steps", "1", "--resume_from_checkpoint", steps=3)) == 0
+    # resume is not overwrite: the checkpoint of step 1 continues to step 3 (a constant-rate run
+    # may be extended), repeating step 2 exactly
+    argv = _argv(
+        shapes_data,
+        tiny_sd,
+        out,
+        "--save_steps",
+        "1",
+        "--logging_steps",
+        "1",
+        "--resume_from_checkpoint",
+        steps=3,
     )
-    log = (out / "training_log.jsonl").read_text().splitlines()
-    assert log[: len(first.splitlines())] == first.splitlines() and '"step": 3' in log[-1]
+    assert main(argv) == 0
+
+    def steps(text):
+        return [(row["step"], row["loss"]) for row in map(json.loads, text.splitlines())]
+
+    log = steps((out / "training_log.jsonl").read_text())
+    assert log[:2] == steps(first) and [s for s, _ in log] == [1, 2, 3]
 
     assert main(_argv(shapes_data, tiny_sd, out, "--overwrite", "--seed", "1")) == 0
     assert not (out / "checkpoints").exists()  # the old run's checkpoints went with it

@@ -170,7 +170,7 @@ def test_gradient_flows_through_the_last_k_steps_only(tmp_path, tiny_sd):
 
 
 def test_pretraining_term_holds_the_denoising_loss(tmp_path, tiny_sd, shapes_data):
-    from prefalign.adapt.base_model import encode_prompts, images_to_latents
+    from prefalign.adapt.base_model import encode_prompts, images_to_latents, predict_noise
     from prefalign.adapt.losses import per_sample_mse
     from prefalign.adapt.trainer import examples_from_dataset, load_pixels
     from prefalign.data import load_dataset
@@ -197,9 +197,9 @@ def test_pretraining_term_holds_the_denoising_loss(tmp_path, tiny_sd, shapes_dat
     noisy = sd.noise_scheduler.add_noise(latents, noise, t)
     text = encode_prompts(sd, [e.caption for e in examples], torch.device("cpu"))
     with torch.no_grad():
-        tuned = float(per_sample_mse(unet(noisy, t, text).sample, noise).mean())
+        tuned = float(per_sample_mse(predict_noise(unet, noisy, t, text), noise).mean())
         unet.disable_adapters()
-        base = float(per_sample_mse(unet(noisy, t, text).sample, noise).mean())
+        base = float(per_sample_mse(predict_noise(unet, noisy, t, text), noise).mean())
         unet.enable_adapters()
     log = [json.loads(x) for x in (tmp_path / "out" / "training_log.jsonl").read_text().splitlines()]
     assert all("pretraining_mse" in e for e in log if "loss" in e)
@@ -315,3 +315,30 @@ def test_full_unet_run_saves_a_pipeline_with_a_new_unet(tmp_path, tiny_sd):
     tuned = UNet2DConditionModel.from_pretrained(out, subfolder="unet").state_dict()
     base = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet").state_dict()
     assert tuned.keys() == base.keys() and any(not torch.equal(tuned[k], base[k]) for k in base)
+
+
+def test_sdxl_reward_backprop_with_guidance_trains_and_loads_in_diffusers(tmp_path, tiny_sdxl):
+    """SDXL: the sampler conditions on both text encoders, the pooled embeddings and the time ids
+    (classifier-free guidance with the empty prompt's), and the adapter loads in a plain
+    ``StableDiffusionXLPipeline`` and changes its output."""
+    from diffusers import StableDiffusionXLPipeline
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS + HELD_OUT) + "\n")
+    out = train_reward_backprop(
+        _config(tiny_sdxl, tmp_path / "out", prompts=str(prompts), max_steps=2, guidance_scale=5.0),
+        Brightness(),
+    )
+    info = json.loads((out / "prefalign_adapter.json").read_text())
+    assert info["eval_reward_before"] is not None and info["eval_reward_after"] is not None
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(tiny_sdxl))
+
+    def image() -> torch.Tensor:
+        return pipe(
+            "a house", num_inference_steps=2, height=32, width=32, output_type="pt",
+            generator=torch.Generator().manual_seed(0),
+        ).images  # fmt: skip
+
+    before = image()
+    pipe.load_lora_weights(str(out))
+    assert not torch.equal(before, image())

@@ -54,12 +54,28 @@ def test_two_processes_equal_one_and_metrics_are_averaged(tmp_path, shapes_data,
     two = tmp_path / "two"
     mp.spawn(worker, args=(2, _free_port(), str(shapes_data), str(tiny_sd), str(two)), nprocs=2, join=True)
     for kind in ("rwr", "dpo"):
-        one = tmp_path / "one" / kind
         make_trainer(
-            kind, shapes_data, tiny_sd, one, max_steps=2, max_grad_norm=0, per_device_train_batch_size=4
-        ).train()
+            kind, shapes_data, tiny_sd, tmp_path / "one" / kind, max_steps=2, max_grad_norm=0,
+            per_device_train_batch_size=4,
+        ).train()  # fmt: skip
+    for kind in ("rwr", "dpo"):
+        one = tmp_path / "one" / kind
         a, b = trained_weights(kind, one), trained_weights(kind, two / kind)
-        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), kind
+        assert a.keys() == b.keys()
+        if kind == "rwr":
+            # The whole UNet under Adam: its first steps move each weight by about lr x sign(grad),
+            # so a near-zero gradient whose sign float noise flips (another summation order over
+            # 2 processes) moves that weight the other way: compare the updates as a whole. A run
+            # whose processes did not average gradients differs by tens of percent.
+            from safetensors.torch import load_file
+
+            base = load_file(tiny_sd / "unet" / "diffusion_pytorch_model.safetensors")
+            moved = sum(float((a[k] - base[k]).pow(2).sum()) for k in a) ** 0.5
+            apart = sum(float((a[k] - b[k]).pow(2).sum()) for k in a) ** 0.5
+            assert moved > 0 and apart / moved < 0.05, f"rwr: updates {apart / moved:.3f} apart (relative)"
+        else:
+            worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+            assert worst <= 1e-5, f"{kind}: weights differ by up to {worst:.3g}"
         losses = [
             [json.loads(line)["loss"] for line in (out / "training_log.jsonl").read_text().splitlines()]
             for out in (one, two / kind)

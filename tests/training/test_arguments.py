@@ -11,7 +11,14 @@ import pytest
 
 from prefalign.training import ConfigError, TrainingConfig
 
-COMMANDS = (("train", "scorer"), ("train", "reward"), ("adapt", "train-lora"), ("adapt", "train-rwr"))
+COMMANDS = (
+    ("train", "scorer"),
+    ("train", "reward"),
+    ("adapt", "train-lora"),
+    ("adapt", "train-rwr"),
+    ("adapt", "train-dpo"),
+    ("adapt", "train-reward-backprop"),
+)
 SHARED = [f.name for f in dataclasses.fields(TrainingConfig)]
 
 
@@ -64,6 +71,8 @@ def _config(command, argv):
 
 def _config_cls(command):
     from prefalign.adapt.config import LoraTrainingConfig, RewardWeightedConfig
+    from prefalign.adapt.dpo import DPOConfig
+    from prefalign.adapt.reward_backprop import RewardBackpropConfig
     from prefalign.train import PreferenceConfig, RewardConfig
 
     return {
@@ -71,6 +80,8 @@ def _config_cls(command):
         ("train", "reward"): RewardConfig,
         ("adapt", "train-lora"): LoraTrainingConfig,
         ("adapt", "train-rwr"): RewardWeightedConfig,
+        ("adapt", "train-dpo"): DPOConfig,
+        ("adapt", "train-reward-backprop"): RewardBackpropConfig,
     }[command]
 
 
