@@ -69,3 +69,32 @@ def test_annotation_database_stays_private(tmp_path: Path) -> None:
     with umask(0o022):
         _create_private(tmp_path / "annotations.db")
     assert mode(tmp_path / "annotations.db") == 0o600
+
+
+def test_safetensors_outputs_are_shared(tmp_path: Path) -> None:
+    """safetensors' save_file writes 0600; the LoRA a UI must read gets the usual mode."""
+    import torch
+    from safetensors.torch import save_file
+
+    from prefalign.files import share_written
+
+    with umask(0o022):
+        save_file({"a": torch.zeros(2)}, str(tmp_path / "w.safetensors"))
+        (tmp_path / "sub").mkdir()
+        save_file({"a": torch.zeros(2)}, str(tmp_path / "sub" / "x.safetensors"))
+        share_written(tmp_path)
+    assert mode(tmp_path / "w.safetensors") == 0o644
+    assert mode(tmp_path / "sub" / "x.safetensors") == 0o644
+
+
+def test_saved_lora_adapter_is_readable_by_others(tmp_path: Path) -> None:
+    from peft import LoraConfig
+
+    from prefalign.adapt.adapter import LORA_WEIGHTS_FILE, save_lora_adapter
+    from prefalign.testing.diffusion import tiny_sd_components
+
+    unet = tiny_sd_components()["unet"]
+    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"]))
+    with umask(0o022):
+        save_lora_adapter(unet, tmp_path / "lora", {"base": "x"})
+    assert mode(tmp_path / "lora" / LORA_WEIGHTS_FILE) == 0o644

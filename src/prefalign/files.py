@@ -50,8 +50,26 @@ def default_dir_mode() -> int:
 
 
 def publish_temp_dir(tmp: str | Path) -> None:
-    """Give a ``mkdtemp`` directory (created 0700) the usual mode before it is renamed into place."""
+    """Give a ``mkdtemp`` directory (created 0700) the usual mode before it is renamed into place,
+    and its owner-only files too (``share_written``)."""
     os.chmod(tmp, default_dir_mode())
+    share_written(tmp)
+
+
+def share_written(path: str | Path) -> None:
+    """Give files just written owner-only (0600) the usual mode ``0o666 & ~umask``.
+
+    ``safetensors.torch.save_file`` (0.8, so every ``save_pretrained`` and diffusers'
+    ``save_lora_weights``) creates its file 0600, like ``mkstemp``; called on the outputs of such
+    writers, so that a UI or server running as another user can read the weights. ``path`` is a
+    file or a directory (walked); only files whose mode is exactly 0600 change.
+    """
+    path = Path(path)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
+    mode = default_file_mode()
+    for file in files:
+        if (file.stat().st_mode & 0o777) == 0o600 and mode != 0o600:
+            os.chmod(file, mode)
 
 
 def publish_temp_file(tmp: str | Path, *, mode: int | None = None) -> None:
