@@ -124,7 +124,7 @@ def test_usage_errors(model_dir, image_dir, capsys):
     assert main(["score", str(image_dir), "-p", "x", "-m", str(model_dir), "--out", "x.txt"]) == 2
     assert "must end in .parquet or .csv" in capsys.readouterr().err
     assert main(["score", str(image_dir), "-p", "x", "-m", "/no/such/model"]) == 2
-    assert "/no/such/model: no such directory, known name" in capsys.readouterr().err
+    assert "/no/such/model: no such model directory, known name" in capsys.readouterr().err
 
 
 def test_mistyped_folder_is_refused_before_the_model_loads(model_dir, image_dir, tmp_path, capsys):

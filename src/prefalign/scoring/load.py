@@ -216,7 +216,7 @@ def load_scorer(
             hub_defaults = (kind, mode)
         elif target.startswith((".", "/", "~")) or target.count("/") != 1:
             raise ScorerLoadError(
-                f"{target}: no such directory, known name (prefalign score --list-models) or hub id"
+                f"{target}: no such model directory, known name (prefalign score --list-models) or hub id"
             )
 
     if kind_override is None and (path / SPEC_FILE).is_file():
