@@ -92,33 +92,84 @@ def _dataset_facts(directory: Path) -> tuple[dict[str, Any], list[str]]:
     return facts, outside
 
 
+def _hub_id(base: Any) -> str | None:
+    """``base`` when it names a hub repository (``user/name``, not a local path), else None."""
+    if not base:
+        return None
+    text = str(base)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1 or Path(text).exists():
+        return None
+    return text
+
+
+def _kohya_files(directory: Path) -> list[str]:
+    """The kohya-layout LoRA files in ``directory`` (``export-lora --format kohya`` writes
+    ``ss_network_module`` into their safetensors metadata), by name."""
+    from safetensors import safe_open
+
+    found = []
+    for file in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="np") as fh:
+                metadata = fh.metadata() or {}
+        except Exception:  # not a readable safetensors file: not a kohya export
+            continue
+        if "ss_network_module" in metadata:
+            found.append(file.name)
+    return found
+
+
 def make_card(directory: Path, kind: str, repo: str) -> str:
     """The model or dataset card: YAML metadata, what it is, and how it was made (from its files)."""
     lines: list[str]
     if kind == "adapter":
         info = _read_json(directory / "prefalign_adapter.json")
-        base = info.get("base")
+        base = _hub_id(info.get("base"))
+        sdxl = info.get("family") == "sdxl"
         meta = [
             "library_name: diffusers",
             "tags:",
             "- prefalign",
             "- lora",
             "- text-to-image",
-            "- stable-diffusion",
+            "- stable-diffusion" + ("-xl" if sdxl else ""),
         ]
-        if base and "/" in str(base) and not Path(str(base)).exists():
+        if base:
             meta.append(f"base_model: {base}")
+        pipeline = "StableDiffusionXLPipeline" if sdxl else "StableDiffusionPipeline"
+        placeholder = "YOUR_SDXL_BASE" if sdxl else "YOUR_SD15_BASE"
         lines = [
             f"# {repo}",
             "",
-            "A LoRA adapter for a Stable Diffusion UNet, made with prefalign.",
+            f"A LoRA adapter for a Stable Diffusion{' XL' if sdxl else ''} UNet, made with prefalign.",
             "",
             "```python",
-            "from diffusers import StableDiffusionPipeline",
-            f'pipe = StableDiffusionPipeline.from_pretrained("{base or "BASE_MODEL"}")',
+            f"from diffusers import {pipeline}",
+            f'pipe = {pipeline}.from_pretrained("{base or placeholder}")'
+            + ("" if base else f"  # your SD{'XL' if sdxl else ' 1.5'} base: a hub id or a local folder"),
             f'pipe.load_lora_weights("{repo}")',
             "```",
         ]
+        if not base and info.get("base"):
+            lines += [
+                "",
+                f"Trained on a local copy of its base (`{Path(str(info['base'])).name}`), whose hub id prefalign "
+                "did not record: load the same base in its place.",
+            ]
+        kohya = _kohya_files(directory)
+        if kohya:
+            lines += [
+                "",
+                "For AUTOMATIC1111 / ComfyUI (kohya layout, from `prefalign adapt export-lora --format kohya`): "
+                + ", ".join(f"`{name}`" for name in kohya)
+                + " into `models/Lora/` (A1111) or `models/loras/` (ComfyUI).",
+            ]
+        else:
+            lines += [
+                "",
+                "For AUTOMATIC1111 / ComfyUI: `prefalign adapt export-lora DIR --format kohya --out NAME.safetensors` "
+                "on a download of this repository writes the kohya file those tools load.",
+            ]
         if info.get("identifier"):
             lines += [
                 "",

@@ -108,3 +108,38 @@ def test_an_upload_failure_is_one_line(tmp_path):
     with pytest.raises(PushError) as info:
         push(staged, "me/x", api=Offline())
     assert "\n" not in str(info.value) and "me/x: upload failed (Cannot reach" in str(info.value)
+
+
+def test_adapter_card_with_a_local_base_and_a_kohya_export(tmp_path, monkeypatch):
+    """The snippet used the local base path (models-demo/tiny-sd); a kohya export went unmentioned."""
+    import torch
+    from safetensors.torch import save_file
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models-demo" / "tiny-sd").mkdir(parents=True)
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "pytorch_lora_weights.safetensors").write_bytes(b"weights")
+    (adapter / "prefalign_adapter.json").write_text(
+        '{"method": "lora", "base": "models-demo/tiny-sd", "family": "sd1"}'
+    )
+    card = stage(adapter, "me/lora", tmp_path / "s1").folder.joinpath("README.md").read_text()
+    assert "models-demo" not in card.split("```")[1] and "base_model:" not in card
+    assert 'StableDiffusionPipeline.from_pretrained("YOUR_SD15_BASE")  # your SD 1.5 base' in card
+    assert "prefalign adapt export-lora DIR --format kohya" in card
+
+    # the metadata prefalign's kohya export writes (prefalign.adapt.export.kohya_state_dict)
+    metadata = {"ss_network_module": "networks.lora", "ss_network_dim": "4", "ss_network_alpha": "4"}
+    save_file({"lora_unet_x.alpha": torch.tensor(4.0)}, adapter / "hps-lora.safetensors", metadata=metadata)
+    staged = stage(adapter, "me/lora", tmp_path / "s2")
+    card = (staged.folder / "README.md").read_text()
+    assert "hps-lora.safetensors" in staged.files
+    assert "`hps-lora.safetensors` into `models/Lora/`" in card
+    assert "`pytorch_lora_weights.safetensors` into" not in card
+
+    (adapter / "prefalign_adapter.json").write_text(
+        '{"base": "stabilityai/stable-diffusion-xl-base-1.0", "family": "sdxl"}'
+    )
+    card = stage(adapter, "me/lora", tmp_path / "s3").folder.joinpath("README.md").read_text()
+    assert 'StableDiffusionXLPipeline.from_pretrained("stabilityai/stable-diffusion-xl-base-1.0")' in card
+    assert "base_model: stabilityai/stable-diffusion-xl-base-1.0" in card

@@ -62,23 +62,22 @@ def bad_files(d):
         "zero.png": "empty file (0 bytes)",
         "corrupt.png": "cannot open image",
         "bomb.png": "decompression bomb",
-        "missing.png": "file not found",
     }
 
 
 def test_bad_inputs_are_listed_and_the_rest_is_scored(model_dir, image_dir, tmp_path, capsys):
     expected = bad_files(image_dir)
     out = tmp_path / "scores.csv"
-    args = [str(image_dir), str(image_dir / "missing.png"), "--prompt", "a cat", "--model", str(model_dir)]
+    args = [str(image_dir), "--prompt", "a cat", "--model", str(model_dir)]
     code = main(["score", *args, "--out", str(out)])
     assert code == 1
     err = capsys.readouterr().err
-    assert "4 could not be scored" in err
+    assert "3 could not be scored" in err
     for name, reason in expected.items():
         line = next(line for line in err.splitlines() if name in line)
         assert str(image_dir / name) in line and reason in line, line
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert len(rows) == 3 + 4
+    assert len(rows) == 3 + 3
     good = [r for r in rows if r["image"].endswith(("img0.png", "img1.png", "img2.png"))]
     assert all(r["score"] for r in good) and not any(r["score"] for r in rows if r not in good)
 
@@ -125,7 +124,28 @@ def test_usage_errors(model_dir, image_dir, capsys):
     assert main(["score", str(image_dir), "-p", "x", "-m", str(model_dir), "--out", "x.txt"]) == 2
     assert "must end in .parquet or .csv" in capsys.readouterr().err
     assert main(["score", str(image_dir), "-p", "x", "-m", "/no/such/model"]) == 2
-    assert "no such model directory" in capsys.readouterr().err
+    assert "/no/such/model: no such model directory, known name" in capsys.readouterr().err
+
+
+def test_mistyped_folder_is_refused_before_the_model_loads(model_dir, image_dir, tmp_path, capsys):
+    out = tmp_path / "scores.csv"
+    for model in (str(model_dir), "/no/such/model"):  # the inputs are checked first, model unread
+        code = main(["score", str(tmp_path / "my-imgs"), "-p", "a cat", "-m", model, "--out", str(out)])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err  # one line, no scorer loaded
+        assert f"{tmp_path / 'my-imgs'}: no such file or directory" in err and "nothing was" in err
+        assert not out.exists()
+    code = main(["score", str(image_dir), str(image_dir / "missing.png"), "-p", "x", "-m", str(model_dir)])
+    assert code == 2 and "missing.png: no such file or directory" in capsys.readouterr().err
+
+
+def test_device_and_precision_are_said_once(model_dir, image_dir, capsys, caplog):
+    caplog.set_level("INFO")
+    assert main(["score", str(image_dir), "-p", "a cat", "-m", str(model_dir)]) == 0
+    said = capsys.readouterr().err.splitlines() + caplog.messages
+    lines = [line for line in said if f"{model_dir} on cpu in " in line]
+    assert len(lines) == 1, lines
 
 
 def test_list_models(capsys):
@@ -167,9 +187,10 @@ def test_two_processes_give_the_one_process_table(model_dir, image_dir, tmp_path
         assert (x["score"] is None and y["score"] is None) or abs(x["score"] - y["score"]) < 1e-4
 
 
-def test_precision_defaults_to_auto_and_is_recorded(model_dir, image_dir, tmp_path, capsys):
+def test_precision_defaults_to_auto_and_is_recorded(model_dir, image_dir, tmp_path, capsys, caplog):
     import json
 
+    caplog.set_level("INFO")
     from prefalign.scoring.precision import choose_precision
 
     out = tmp_path / "scores.parquet"
@@ -179,7 +200,8 @@ def test_precision_defaults_to_auto_and_is_recorded(model_dir, image_dir, tmp_pa
     assert (meta["precision_requested"], meta["precision"]) == ("auto", expected.precision)
     assert meta["precision_reason"] == expected.reason
     assert meta["attn_implementation"] == "sdpa"
-    assert f"in {expected.precision} ({expected.reason})" in capsys.readouterr().err
+    said = [capsys.readouterr().err, *caplog.messages]  # the scorer logs it (INFO), once
+    assert sum(f"in {expected.precision} ({expected.reason})" in line for line in said) == 1
 
 
 def test_explicit_precision_is_recorded(model_dir, image_dir, tmp_path, capsys):

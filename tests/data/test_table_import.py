@@ -165,3 +165,25 @@ def test_split_writes_to_out_and_in_place_only_when_asked(tmp_path, capsys):
     )
     assert main(["data", "split", str(ds), "--test-size", "3", "--in-place"]) == 0
     assert sum(r.split == "test" for r in load_dataset(ds)) == 3
+
+
+def test_failed_import_leaves_nothing_and_skipping_copies_only_kept_images(tmp_path, capsys):
+    """A failed import left images/ behind; a skipping one copied the skipped rows' images too."""
+    names = [f"img/{p}{i}.png" for i in range(8) for p in "ab"]
+    _images(tmp_path, names)
+    rows = [f"p{i},img/a{i}.png,img/b{i}.png,{'a' if i % 2 else 'c'}" for i in range(8)]  # even: bad winner
+    (tmp_path / "bad.csv").write_text("prompt,image_a,image_b,winner\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "bad-ds"
+    assert main(["data", "import", "table", str(tmp_path / "bad.csv"), "--out", str(out)]) == 2
+    assert "4 bad row(s) of 8; nothing written" in capsys.readouterr().err
+    assert not out.exists(), sorted(str(p) for p in out.rglob("*"))
+    out.mkdir()  # a folder the user made stays, empty
+    assert main(["data", "import", "table", str(tmp_path / "bad.csv"), "--out", str(out)]) == 2
+    assert out.is_dir() and not list(out.iterdir())
+    args = ["data", "import", "table", str(tmp_path / "bad.csv"), "--out", str(out), "--skip-bad-rows"]
+    assert main(args) == 0
+    ds = load_dataset(out)
+    kept = sorted(image for rec in ds for image in rec.images)
+    assert len(ds) == 4 and len(kept) == 8
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == kept
+    assert all(int(Path(image).stem[1:]) % 2 == 1 for image in kept)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,18 @@ def test_select_split_rules(splits, split, evaluated, tuning):
 
     chosen = select_split(splits, split, where="d")
     assert (chosen.evaluated, chosen.tuning) == (evaluated, tuning)
+
+
+def test_named_split_of_unsplit_data_suggests_data_split(tmp_path, capsys):
+    save(_pairs("u", 20, None, chosen=0), tmp_path / "d")
+    code, out, err = _eval(tmp_path / "d", capsys, "--split", "test")
+    assert code == 2 and out == ""  # a usage error, like the other ones (was exit 1, no hint)
+    assert "the data are not split" in err and len(err.strip().splitlines()) == 1
+    command = f"prefalign data split {tmp_path / 'd'} --test-size 0.1 --out {tmp_path / 'd'}-split"
+    assert command in err
+    assert main(["data", *command.split()[2:]]) == 0  # the command it gives works
+    capsys.readouterr()
+    code, out, err = _eval(
+        Path(f"{tmp_path / 'd'}-split"), capsys, "--split", "test", "-o", str(tmp_path / "r")
+    )
+    assert code == 0 and "split test" in out, err

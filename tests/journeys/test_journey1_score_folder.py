@@ -45,7 +45,8 @@ def test_convert_then_score_a_folder_with_two_scorer_kinds(tmp_path, tiny_clip32
     assert main(["score", str(folder), "--prompt", "x", "--model", "hps-v2.1"]) == 2
     err = capsys.readouterr().err
     assert (
-        "huggingface.co/xswu/HPSv2" in err and "prefalign convert --from hps-v2 HPS_v2.1_compressed.pt" in err
+        "huggingface.co/xswu/HPSv2" in err
+        and "prefalign convert --from hps-v2.1 HPS_v2.1_compressed.pt" in err
     )
 
 

@@ -83,3 +83,33 @@ def test_tokenizer_of_another_vocabulary_is_refused(tmp_path, tiny_tokenizer_dir
     bigger = save_tiny_clip(tmp_path / "big", vocab_size=1000)
     with pytest.raises(TokenizerError, match=r"tokenizer has \d+ tokens but the model's text tower has 1000"):
         load_scorer(bigger, device="cpu")
+
+
+def test_name_warning_says_exactly_what_to_type(hf_dirs, images, tiny_clip_dir, tiny_tokenizer_dir, tmp_path):
+    """PickScore by path was scored as CLIP; the warning's command gives PickScore's score."""
+    import re
+
+    _, named = hf_dirs
+    with pytest.warns(UserWarning) as record:
+        load_scorer(named, device="cpu")
+    message = str(record[0].message)
+    model = re.search(r"give `--model (\S+)`", message)
+    assert model is not None, message
+    assert model.group(1) == f"pickscore:{named}"
+    scorer = load_scorer(model.group(1), device="cpu")
+    plain = load_scorer(tmp_path / "ckpt", device="cpu")
+    assert scorer.kind == "pickscore"
+    torch.testing.assert_close(
+        scorer.score(images, "a red cat"), scorer.model.logit_scale.exp() * plain.score(images, "a red cat")
+    )
+    convert = re.search(r"`prefalign convert --from (\S+) (\S+) --out (\S+)`", message)
+    assert convert is not None and convert.group(1) == "pickscore", message
+    converted = convert_checkpoint(convert.group(1), convert.group(2), convert.group(3))
+    again = load_scorer(converted, device="cpu")
+    assert again.kind == "pickscore"
+    torch.testing.assert_close(again.score(images, "a red cat"), scorer.score(images, "a red cat"))
+
+    only_model = _model_only(tiny_clip_dir, tmp_path / "pickscore")  # PickScore_v1 ships no tokenizer
+    with pytest.warns(UserWarning) as record:
+        load_scorer(only_model, device="cpu", tokenizer=tiny_tokenizer_dir)
+    assert f"--model pickscore:{only_model} --tokenizer laion/CLIP-ViT-H-14" in str(record[0].message)

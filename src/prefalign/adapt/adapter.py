@@ -16,6 +16,7 @@ from typing import Any
 from prefalign.adapt.base_model import SD1, SDXL, architecture_of
 from prefalign.adapt.errors import AdaptError
 from prefalign.errors import first_line
+from prefalign.files import share_written
 
 ADAPTER_INFO_FILE = "prefalign_adapter.json"
 LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
@@ -63,6 +64,7 @@ def save_lora_adapter(unet, out: str | Path, info: dict[str, Any], *, family: st
         **info,
     }
     (out / ADAPTER_INFO_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    share_written(out / LORA_WEIGHTS_FILE)  # safetensors writes 0600: A1111/ComfyUI may run as another user
     return out
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from prefalign.adapt.adapter import load_adapter
 from prefalign.adapt.base_model import load_pipeline
+from prefalign.files import share_written
 
 
 def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
@@ -16,4 +17,5 @@ def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path) -> Pat
     pipe.fuse_lora()
     pipe.unload_lora_weights()
     pipe.save_pretrained(out)
+    share_written(out)  # safetensors writes 0600
     return Path(out)

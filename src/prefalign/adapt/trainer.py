@@ -44,6 +44,7 @@ from prefalign.adapt.errors import AdaptError
 from prefalign.adapt.losses import per_sample_mse, reward_weighted_loss
 from prefalign.adapt.validation import maybe_write_validation_grid
 from prefalign.data.dataset import Dataset
+from prefalign.files import share_written
 from prefalign.training.loop import LOG_FILE, LoopCore, StopRequest, TrainingInterrupted, write_log
 
 logger = logging.getLogger(__name__)
@@ -418,6 +419,7 @@ class DiffusionFineTuner(LoopCore):
             pipe = load_pipeline(cfg.base, scheduler=None)  # the base's own sampler config
             pipe.unet = unet.eval().to("cpu")
             pipe.save_pretrained(self.out)
+            share_written(self.out)  # safetensors writes 0600
             (self.out / "prefalign_finetune.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
 
 

@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
 from prefalign.errors import PrefalignError
 
@@ -78,7 +79,13 @@ def _register_missing(sub: argparse._SubParsersAction, module: str, reason: str)
     p.set_defaults(func=run)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one clean line (``FutureWarning: ...``), without the source file and line."""
+    return f"{category.__name__}: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning  # the CLI's warnings; library users keep Python's format
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -53,7 +53,7 @@ def expand_images(paths: list[str]) -> list[str]:
                 print(f"warning: {given}: no image files in this directory", file=sys.stderr)
             out.extend(found)
         else:
-            out.append(given)  # missing files are reported by the scorer with the others
+            out.append(given)  # files that cannot be read are reported by the scorer with the others
     return out
 
 
@@ -86,6 +86,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.prompt is None:
             raise CommandError("--prompt is required with IMAGE_OR_DIR")
+        missing = [given for given in args.images if not Path(given).exists()]
+        if missing:  # a mistyped folder: said before the model loads, and nothing is written
+            raise CommandError(
+                f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: no such file or directory "
+                f"({len(missing)} of {len(args.images)} IMAGE_OR_DIR argument(s)); check the path(s), "
+                "nothing was scored or written"
+            )
         images = expand_images(args.images)
         if not images:
             raise CommandError("no images to score")
@@ -104,11 +111,7 @@ def run(args: argparse.Namespace) -> int:
     print(describe_scorer(scorer), file=sys.stderr)
     if scorer.uses_text and args.prompt is not None and not args.prompt.strip():
         raise CommandError("--prompt is empty")
-    meta = scorer.runtime_metadata()
-    print(
-        f"{args.model} on {meta['device']} in {meta['precision']} ({meta['precision_reason']})",
-        file=sys.stderr,
-    )
+    meta = scorer.runtime_metadata()  # device and precision: logged once by the scorer itself
     from prefalign.scoring.distributed import process_rank, score_records_sharded
 
     result = score_records_sharded(

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefalign.errors import PrefalignError
+from prefalign.files import publish_temp_file
 
 RECORDS_FILE = "records.parquet"
 CHECK_IMAGES = ("warn", "error", "off")
@@ -236,6 +237,7 @@ class DatasetWriter:
             self._flush()
             self._writer.close()
             self._writer = None
+            publish_temp_file(self._tmp)
             os.replace(self._tmp, self.path / RECORDS_FILE)
         except BaseException:
             self.abort()

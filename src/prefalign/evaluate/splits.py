@@ -68,7 +68,8 @@ def select_split(splits: list[str | None], split: str | None, *, where: str) -> 
         where: the dataset, for messages.
 
     Raises:
-        EvaluationError: the default rule cannot decide (several splits, no test split).
+        EvaluationError: the default rule cannot decide (several splits, no test split), or a split
+            is named and the data hold none (exit 2 in the CLI, with the `data split` command).
         NothingEvaluated: the named split has no record.
     """
     names = [_name(s) for s in splits]
@@ -83,6 +84,12 @@ def select_split(splits: list[str | None], split: str | None, *, where: str) -> 
             "trained on" + ("; validation records tune the tie threshold" if chosen != set(counts) else "")
         )
     elif split is not None:
+        if set(counts) == {NO_SPLIT}:  # a usage error (exit 2): unsplit data cannot hold that split
+            raise EvaluationError(
+                f"{where}: the data are not split (no record has a split), so there is no split {split!r}: "
+                f"split them once with `prefalign data split {where} --test-size 0.1 --out {where}-split` "
+                f"and evaluate {where}-split with --split {split}, or pass --split all"
+            )
         if split not in counts:
             raise NothingEvaluated(
                 f"{where}: no record of split {split!r} (--split); the data hold {_listing(counts)}"

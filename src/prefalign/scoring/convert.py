@@ -33,6 +33,7 @@ import torch
 
 from prefalign.data.images import Preprocess
 from prefalign.errors import PrefalignError, first_line
+from prefalign.files import publish_temp_dir
 from prefalign.scoring.catalog import FAMILIES
 from prefalign.scoring.heads import AESTHETIC_HEADS
 from prefalign.scoring.model_format import HEAD_FILE, SPEC_FILE, ScorerSpec
@@ -323,7 +324,11 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
 
 
 def _publish(tmp: Path, out: Path) -> None:
-    """Move a finished model directory into place; an interrupted run leaves ``out`` as it was."""
+    """Move a finished model directory into place; an interrupted run leaves ``out`` as it was.
+
+    ``mkdtemp`` made ``tmp`` owner-only (0700); it gets ``mkdir``'s usual mode first.
+    """
+    publish_temp_dir(tmp)
     if out.exists():
         old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)

@@ -44,6 +44,9 @@ class JointScorer:
         self.precision_choice, self.dtype = float_precision(precision, self.device, who=f"{spec.kind} scorer")
         self.precision = self.precision_choice.precision
         self.name = name or spec.provenance.get("name") or spec.kind
+        logger.info(
+            "%s on %s in %s (%s)", self.name, self.device, self.precision, self.precision_choice.reason
+        )
 
     @property
     def kind(self) -> str:

@@ -50,7 +50,7 @@ HUB_TOKENIZERS: dict[str, str] = {"yuvalkirstain/PickScore_v1": "laion/CLIP-ViT-
 CONVERTED_MODELS: dict[str, tuple[str, str]] = {
     "hps-v1": ("hpc.pt", "hps-v1"),
     "hps-v2": ("HPS_v2_compressed.pt", "hps-v2"),
-    "hps-v2.1": ("HPS_v2.1_compressed.pt", "hps-v2"),
+    "hps-v2.1": ("HPS_v2.1_compressed.pt", "hps-v2.1"),
     "aesthetic": ("sac+logos+ava1-l14-linearMSE.pth", "aesthetic --base openai/clip-vit-large-patch14"),
     "imagereward": ("ImageReward.pt", "imagereward --tokenizer bert-base-uncased"),
     "mps": ("MPS_overall_checkpoint.pth", "mps --tokenizer laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
@@ -91,6 +91,55 @@ def resolve_device(device: str | None) -> str:
             return "cpu"
         return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
     return device
+
+
+def convert_command(name: str, out: str | os.PathLike) -> str:
+    """The ``prefalign convert`` command that makes the converted model ``name`` at ``out``.
+
+    Raises:
+        KeyError: ``name`` is not in ``CONVERTED_MODELS``.
+    """
+    release, family = CONVERTED_MODELS[name]
+    family, _, options = family.partition(" ")
+    return f"prefalign convert --from {family} {release} --out {out}" + (f" {options}" if options else "")
+
+
+def _missing_message(target: str, reason: str) -> str:
+    """What to say when ``target`` is neither a local directory nor a hub id that can be read.
+
+    ``reason`` is the hub library's first line (offline: it could not connect).
+    """
+    offline = _hub_offline() or "connect" in reason.lower()
+    where = "found in the local cache (offline)" if offline else "that could be downloaded"
+    message = f"{target}: no such directory, and not a hub id {where}"
+    name = Path(target).name
+    if name in CONVERTED_MODELS:
+        message += (
+            f". {name} is a converted model: `{convert_command(name, target)}` makes it "
+            f"(or `--model {name}` finds it in {prefalign_home() / 'models'}; docs/models.md)"
+        )
+    elif name in HUB_MODELS:
+        hub_id = HUB_MODELS[name][0]
+        message += (
+            f". Where there is network: `hf download {hub_id} --local-dir {target}` "
+            f"and copy it here (docs/models.md)"
+        )
+    else:
+        message += (
+            ". Check the path; a hub id is downloaded where there is network with "
+            f"`hf download {target} --local-dir models/{name}`, copied here and given by path "
+            "(docs/models.md)"
+        )
+    return message
+
+
+def _hub_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # an old or absent huggingface_hub: judged from the error instead
+        return False
 
 
 def load_scorer(
@@ -153,11 +202,11 @@ def load_scorer(
                 raise ScorerLoadError(
                     f"{target}: not converted yet ({path} does not exist). Download {release} "
                     f"({RELEASES.get(target, 'see docs/models.md')}) and convert it: "
-                    f"`prefalign convert --from {family} {release} --out {path}`"
+                    f"`{convert_command(target, path)}`"
                     + (
                         ""
                         if target in _NO_TOKENIZER_HINT or "--tokenizer" in family
-                        else " --tokenizer TOKENIZER_DIR when offline"
+                        else " (add --tokenizer TOKENIZER_DIR when offline)"
                     )
                     + " (docs/models.md)"
                 )
@@ -166,7 +215,9 @@ def load_scorer(
             target, kind, mode = HUB_MODELS[target]
             hub_defaults = (kind, mode)
         elif target.startswith((".", "/", "~")) or target.count("/") != 1:
-            raise ScorerLoadError(f"{target}: no such model directory, known name or hub id")
+            raise ScorerLoadError(
+                f"{target}: no such model directory, known name (prefalign score --list-models) or hub id"
+            )
 
     if kind_override is None and (path / SPEC_FILE).is_file():
         joint = _joint_scorer(
@@ -183,9 +234,11 @@ def load_scorer(
     spec = _read_spec(path) if path.exists() else None
     try:
         model, tok = _load_clip(source, tokenizer=tokenizer or HUB_TOKENIZERS.get(source))
-    except ScorerLoadError as exc:
-        if hub_defaults is None:
+    except _ConfigUnreadable as exc:
+        if path.exists():
             raise
+        if hub_defaults is None:  # a path typed wrong, or a hub id neither cached nor reachable
+            raise ScorerLoadError(_missing_message(target, exc.reason)) from None
         # a known hub name that is neither cached nor reachable (offline): say where to get it
         raise ScorerLoadError(
             f"{known}: {source} is not in the Hugging Face cache and cannot be downloaded here "
@@ -214,6 +267,14 @@ def load_scorer(
     return scorer
 
 
+class _ConfigUnreadable(ScorerLoadError):
+    """No CLIP config could be read (a missing local path, or a hub id neither cached nor reachable)."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: cannot read a CLIP config ({reason})")
+        self.reason = reason
+
+
 def _read_spec(path: Path) -> ScorerSpec | None:
     if (path / SPEC_FILE).exists():
         return ScorerSpec.load(path)
@@ -239,7 +300,7 @@ def _load_clip(source: str, tokenizer: str | os.PathLike | None = None):
     try:
         config = CLIPConfig.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise ScorerLoadError(f"{source}: cannot read a CLIP config ({first_line(exc)})") from None
+        raise _ConfigUnreadable(source, first_line(exc)) from None
     if config.model_type != "clip":
         raise ScorerLoadError(f"{source}: model_type is {config.model_type!r}, not a CLIP model")
     if tokenizer is None and not has_tokenizer_files(source):
@@ -284,8 +345,7 @@ def _default_spec(
         if warn and hint:
             warnings.warn(
                 f"{source}: no {SPEC_FILE}, so it is scored as plain CLIP cosine (kind clip) although its "
-                f"name suggests {hint}: load it as {hint}:{source} (--kind {hint}) or convert it once with "
-                f"`prefalign convert` to record its kind",
+                f"name suggests {hint}; {_kind_hint(hint, source)}",
                 stacklevel=3,
             )
     pre = {"mode": mode, "size": model.config.vision_config.image_size}
@@ -295,6 +355,32 @@ def _default_spec(
         pre["std"] = proc.get("image_std", Preprocess.std)
     spec = ScorerSpec(kind=kind, preprocess=Preprocess.from_dict(pre), provenance={"source": source})
     return spec, kind_source
+
+
+def _kind_hint(kind: str, source: str) -> str:
+    """Exactly what to type to score ``source`` (a CLIP directory without prefalign.json) as
+    ``kind``, for the warning of ``_default_spec``."""
+    from prefalign.scoring.tokenizer_check import DEFAULT_CLIP_TOKENIZER, has_tokenizer_files
+
+    tokenizer = "" if has_tokenizer_files(source) else f" --tokenizer {DEFAULT_CLIP_TOKENIZER}"
+    local = " (or a directory with its tokenizer files, offline)" if tokenizer else ""
+    if kind in ("pickscore", "hps"):  # the same CLIP weights, another score: no head
+        family = "pickscore" if kind == "pickscore" else "hf-clip --kind hps"
+        return (
+            f"to score it as {kind}, give `--model {kind}:{source}{tokenizer}`{local}, or convert it once "
+            f"with `prefalign convert --from {family} {source} --out {source}-prefalign{tokenizer}` "
+            f"and give `--model {source}-prefalign`"
+        )
+    if kind == "aesthetic":  # a head on CLIP image embeddings: only the release file has it
+        return (
+            "an aesthetic scorer needs its MLP head: convert the release file once with "
+            f"`prefalign convert --from aesthetic sac+logos+ava1-l14-linearMSE.pth --base {source} "
+            "--out models/aesthetic` and give `--model models/aesthetic` (docs/models.md)"
+        )
+    return (
+        f"a reward model needs its head ({HEAD_FILE}) and {SPEC_FILE}, as `prefalign train reward` "
+        "writes them: give the directory that command wrote"
+    )
 
 
 def _preprocessor_config(source: str) -> dict | None:

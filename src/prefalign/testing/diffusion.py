@@ -274,6 +274,9 @@ def _save_pipeline(components: dict, directory: str | Path) -> Path:
     )
     directory = Path(directory)
     pipe.save_pretrained(directory)
+    from prefalign.files import share_written
+
+    share_written(directory)  # safetensors writes 0600 (the demo's models are user-facing)
     return directory
 
 
@@ -379,4 +382,7 @@ def save_tiny_sdxl(directory: str | Path, seed: int = 0, **kwargs) -> Path:
     pipe = StableDiffusionXLPipeline(**tiny_sdxl_components(seed, **kwargs), add_watermarker=False)
     directory = Path(directory)
     pipe.save_pretrained(directory)
+    from prefalign.files import share_written
+
+    share_written(directory)  # safetensors writes 0600 (the demo's models are user-facing)
     return directory

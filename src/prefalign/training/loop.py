@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from prefalign.errors import PrefalignError
+from prefalign.files import share_written
 from prefalign.training.config import ConfigError, TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -297,6 +298,7 @@ class LoopCore:
 
                 tensors = {n: p.detach().cpu().contiguous() for n, p in trainable().items()}
                 save_file(tensors, str(Path(output_dir) / TRAINABLE_WEIGHTS_FILE))
+                share_written(Path(output_dir) / TRAINABLE_WEIGHTS_FILE)  # safetensors writes 0600
             if i < len(weights):
                 weights.pop(i)
 
@@ -342,6 +344,7 @@ class LoopCore:
         if acc.is_main_process:
             (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
             (tmp / CONFIG_FILE).write_text(self.config.to_yaml(), encoding="utf-8")
+            share_written(tmp)  # safetensors and torch.save outputs: the usual mode
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             limit = self.config.save_total_limit

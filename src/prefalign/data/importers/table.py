@@ -18,6 +18,7 @@ case the good rows are written and the bad ones counted in the report.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -274,18 +275,23 @@ def _chosen_index(value: Any, images: list[str], columns: Columns) -> int | None
 
 
 class _Images:
-    """Brings a row's image files into the dataset (copy or link) under ``images/``."""
+    """Brings a row's image files into the dataset (copy or link) under ``images/``.
+
+    A row's images are only checked while the row is read (``place`` returns where each will
+    go); they are copied once the whole table has been read and its row kept (``commit_row``,
+    then ``copy_kept``), so a failed import copies nothing and a skipping one copies only the
+    kept rows' images.
+    """
 
     def __init__(self, root: Path, placer: ImagePlacer):
         self.root = root
         self.placer = placer
         self.created: list[Path] = []  # removed again if the import fails
-
-    def remove_created(self) -> None:
-        for file in self.created:
-            file.unlink(missing_ok=True)
+        self._row: list[tuple[Path, str]] = []  # (source, target) of the row being read
+        self._kept: dict[str, Path] = {}  # target -> source, of the rows kept
 
     def place(self, entry: Any) -> str:
+        """Check one image cell; returns the record's entry (``images/...`` or a URL)."""
         if _blank(entry):
             raise BadRow("an image cell is empty")
         text = str(entry).strip()
@@ -301,9 +307,36 @@ class _Images:
             digest = hashlib.sha256(str(source.resolve().parent).encode()).hexdigest()[:10]
             rel = Path("external") / digest / source.name
         target = (Path("images") / rel).as_posix()
-        if not (self.placer.out / target).exists():
-            self.created.append(self.placer.out / target)
-        return self.placer.place(source, target)
+        self._row.append((source, target))
+        return target
+
+    def start_row(self) -> None:
+        """Forget the images of a row that was not kept."""
+        self._row = []
+
+    def commit_row(self) -> None:
+        """Keep the images of the row just read (copied by ``copy_kept``)."""
+        for source, target in self._row:
+            self._kept.setdefault(target, source)
+        self._row = []
+
+    def copy_kept(self) -> None:
+        """Copy (or link) the kept rows' images into the dataset."""
+        for target, source in self._kept.items():
+            if not (self.placer.out / target).exists():
+                self.created.append(self.placer.out / target)
+            self.placer.place(source, target)
+
+    def remove_created(self) -> None:
+        """Remove the images this import copied, and the folders left empty under ``images/``."""
+        for file in self.created:
+            file.unlink(missing_ok=True)
+        images = self.placer.out / "images"
+        for parent in sorted(
+            {p for f in self.created for p in f.parents if images in (p, *p.parents)}, reverse=True
+        ):
+            with contextlib.suppress(OSError):  # not empty: another import's images are there
+                parent.rmdir()
 
 
 def _record(row: dict[str, Any], columns: Columns, images_of: _Images, source: str, row_id: str) -> Record:
@@ -410,10 +443,14 @@ def import_table(
     placer = ImagePlacer(out, "link" if link else "copy", report)
     images_of = _Images(path.parent, placer)
     bad: list[str] = []
+    out_existed = out.exists()
     try:
         _write(rows, columns, images_of, out, path, report, bad, skip_bad_rows)
     except BaseException:
         images_of.remove_created()
+        if not out_existed:  # nothing is left of a failed import, not even its folder
+            with contextlib.suppress(OSError):
+                out.rmdir()
         raise
     return report, bad
 
@@ -431,12 +468,14 @@ def _write(
     where = "row" if path.suffix.lower() == ".parquet" else "line"
     with DatasetWriter(out, check_images="off") as writer:  # every image was checked above
         for lineno, row in rows:
+            images_of.start_row()
             try:
                 rec = _record(row, columns, images_of, f"table:{path.name}", f"{path.stem}:{lineno}")
             except BadRow as exc:
                 bad.append(f"{where} {lineno}: {exc}")
                 report.skip("bad row")
                 continue
+            images_of.commit_row()
             writer.write(rec)
             report.records += 1
         if bad and not skip_bad_rows:
@@ -448,3 +487,4 @@ def _write(
             )
         if report.records == 0:
             raise DatasetError(f"{path}: no rows to import")
+        images_of.copy_kept()  # only now: every row was read, and only kept rows' images are copied
