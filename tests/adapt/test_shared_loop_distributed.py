@@ -4,21 +4,14 @@ trainers, and a metric that differs per process is logged as its mean over proce
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
-import torch
 import torch.multiprocessing as mp
 
 from prefalign.adapt.trainer import DiffusionFineTuner
+from prefalign.testing.distributed import free_port, worker_environment
 
 from .conftest import make_trainer, trained_weights
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ProcessProbe(DiffusionFineTuner):
@@ -31,17 +24,9 @@ class ProcessProbe(DiffusionFineTuner):
 
 
 def worker(rank: int, world: int, port: int, data: str, base: str, root: str) -> None:
-    import os
     from pathlib import Path
 
-    torch.set_num_threads(1)
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    worker_environment(rank, world, port)
     for kind in ("rwr", "dpo"):
         trainer = make_trainer(kind, Path(data), Path(base), Path(root) / kind, max_steps=2, max_grad_norm=0)
         trainer.train()
@@ -52,7 +37,7 @@ def worker(rank: int, world: int, port: int, data: str, base: str, root: str) ->
 @pytest.mark.slow
 def test_two_processes_equal_one_and_metrics_are_averaged(tmp_path, shapes_data, tiny_sd):
     two = tmp_path / "two"
-    mp.spawn(worker, args=(2, _free_port(), str(shapes_data), str(tiny_sd), str(two)), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, free_port(), str(shapes_data), str(tiny_sd), str(two)), nprocs=2, join=True)
     for kind in ("rwr", "dpo"):
         make_trainer(
             kind, shapes_data, tiny_sd, tmp_path / "one" / kind, max_steps=2, max_grad_norm=0,

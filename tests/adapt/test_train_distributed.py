@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from prefalign.testing.distributed import free_port, worker_environment
+
 from .conftest import lora_config
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def worker(rank: int, world: int, port: int, data: str, base: str, out: str) -> None:
-    import os
 
-    torch.set_num_threads(1)
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    worker_environment(rank, world, port)
     from accelerate import PartialState
 
     from prefalign.adapt.trainer import DiffusionFineTuner, examples_from_dataset
@@ -60,22 +46,14 @@ def test_two_processes_train_the_one_process_adapter(tmp_path, shapes_data, tiny
         )
     )
     two = tmp_path / "two"
-    mp.spawn(worker, args=(2, _free_port(), str(shapes_data), str(tiny_sd), str(two)), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, free_port(), str(shapes_data), str(tiny_sd), str(two)), nprocs=2, join=True)
     a, b = load_file(one / LORA_WEIGHTS_FILE), load_file(two / LORA_WEIGHTS_FILE)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
 def backprop_worker(rank: int, world: int, port: int, base: str, out: str) -> None:
-    import os
 
-    torch.set_num_threads(1)
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    worker_environment(rank, world, port)
     from accelerate import PartialState
 
     from prefalign.adapt.reward_backprop import RewardBackpropFineTuner
@@ -116,6 +94,6 @@ def test_two_processes_backprop_the_one_process_reward(tmp_path, tiny_sd):
         HELD_OUT,
     ).train()
     two = tmp_path / "two"
-    mp.spawn(backprop_worker, args=(2, _free_port(), str(tiny_sd), str(two)), nprocs=2, join=True)
+    mp.spawn(backprop_worker, args=(2, free_port(), str(tiny_sd), str(two)), nprocs=2, join=True)
     a, b = load_file(one / LORA_WEIGHTS_FILE), load_file(two / LORA_WEIGHTS_FILE)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

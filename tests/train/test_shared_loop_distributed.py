@@ -3,22 +3,15 @@ accumulation, and a metric that differs per process is logged as its mean over p
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from prefalign.testing.distributed import free_port, worker_environment
 from prefalign.train import PreferenceTrainer
 
 from .conftest import tiny_preference_config, trainer_case
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ProcessProbe(PreferenceTrainer):
@@ -31,17 +24,9 @@ class ProcessProbe(PreferenceTrainer):
 
 
 def worker(rank: int, world: int, port: int, clip: str, scorer: str, choices: str, ratings: str, root: str):
-    import os
     from pathlib import Path
 
-    torch.set_num_threads(1)
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    worker_environment(rank, world, port)
     # 2 processes x 4 records x 2 accumulated batches = the 16 records of one process's step
     trainer, _ = trainer_case(
         "reward",
@@ -64,7 +49,7 @@ def test_two_processes_with_accumulation_equal_one_and_metrics_are_averaged(
 ):
     two = tmp_path / "two"
     paths = [str(p) for p in (tiny_clip32, tiny_scorer32, small_choice_data, small_rating_data, two)]
-    mp.spawn(worker, args=(2, _free_port(), *paths), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, free_port(), *paths), nprocs=2, join=True)
 
     one, _ = trainer_case(
         "reward",

@@ -57,7 +57,7 @@ def tiny_sd_components(
     from prefalign.adapt.diffusers_import import bind_pil_image_processors
 
     bind_pil_image_processors()  # no torchvision warning for processors we never use
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from diffusers import PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     vocab_size = len(_tiny_vocab_and_merges(TINY_WORDS)[0])
@@ -74,17 +74,7 @@ def tiny_sd_components(
         attention_head_dim=2,
         norm_num_groups=4,
     )
-    torch.manual_seed(seed)
-    autoencoder = AutoencoderKL(
-        block_out_channels=[4, 8],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-        norm_num_groups=2,
-        sample_size=32,
-    )
+    autoencoder = _tiny_vae(seed)
     autoencoder = make_brightness_vae(autoencoder) if vae == "brightness" else autoencoder
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(
@@ -307,7 +297,7 @@ def tiny_sdxl_components(seed: int = 0, *, text_width: int = 16, block_out_chann
         text_width: each text encoder's width (and the second one's projection width).
         block_out_channels: the UNet's channel widths.
     """
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     vocab_size = len(_tiny_vocab_and_merges(TINY_WORDS)[0])
@@ -328,18 +318,7 @@ def tiny_sdxl_components(seed: int = 0, *, text_width: int = 16, block_out_chann
         cross_attention_dim=2 * text_width,
         norm_num_groups=4,
     )
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        block_out_channels=[4, 8],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-        norm_num_groups=2,
-        sample_size=32,
-        scaling_factor=0.13025,  # SDXL's VAE scaling factor
-    )
+    vae = _tiny_vae(seed, scaling_factor=0.13025)  # SDXL's VAE scaling factor
     text_config = CLIPTextConfig(
         vocab_size=vocab_size,
         hidden_size=text_width,
@@ -386,3 +365,23 @@ def save_tiny_sdxl(directory: str | Path, seed: int = 0, **kwargs) -> Path:
 
     share_written(directory)  # safetensors writes 0600 (the demo's models are user-facing)
     return directory
+
+
+def _tiny_vae(seed: int, **extra):
+    """The tiny 2-block VAE (4 latent channels, 32 px) of every tiny base, seeded; ``extra`` goes
+    to ``AutoencoderKL`` (SDXL's scaling factor)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        norm_num_groups=2,
+        sample_size=32,
+        **extra,
+    )
