@@ -20,8 +20,8 @@ def test_csv_of_pairs_to_a_model_that_beats_chance_on_held_out_rows(tmp_path, ti
     ds, split, model = tmp_path / "ds", tmp_path / "ds-split", tmp_path / "model"
     assert main(["data", "import", "table", str(tmp_path / "mine" / "choices.csv"), "--out", str(ds)]) == 0
     assert main(["data", "split", str(ds), "--test-size", "0.25", "--out", str(split)]) == 0
-    assert main(["train", "scorer", "--data", str(split), "--base", str(tiny_clip32), "--out", str(model),
-                 "--vision-blocks", "1", "--text-blocks", "1", "--learning-rate", "1e-3", "--batch-size", "8",
+    assert main(["train", "scorer", "--data", str(split), "--base", str(tiny_clip32), "--output_dir", str(model),
+                 "--vision-blocks", "1", "--text-blocks", "1", "--learning-rate", "1e-3", "--per_device_train_batch_size", "8",
                  "--max-steps", "150", "--eval-steps", "0", "--eval-fraction", "0.2", "--no-progress"]) == 0  # fmt: skip
     report = tmp_path / "report"
     assert main(["eval", "preference", "--data", str(split), "--split", "test", "--model", str(model),

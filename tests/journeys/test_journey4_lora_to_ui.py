@@ -24,8 +24,8 @@ def test_select_train_export_kohya_and_generate_the_same_images(tmp_path, tiny_c
     selected, lora, kohya = tmp_path / "selected", tmp_path / "lora", tmp_path / "hps-lora.safetensors"
     assert main(["adapt", "select", "--data", str(data), "--model", str(hps), "--out", str(selected),
                  "--alpha", "1.0", "--device", "cpu", "--no-progress"]) == 0  # fmt: skip
-    assert main(["adapt", "train-lora", "--data", str(selected), "--base", str(base), "--out", str(lora),
-                 "--steps", "2", "--batch-size", "2", "--resolution", "32", "--rank", "4",
+    assert main(["adapt", "train-lora", "--data", str(selected), "--base", str(base), "--output_dir", str(lora),
+                 "--max_steps", "2", "--per_device_train_batch_size", "2", "--resolution", "32", "--rank", "4",
                  "--learning-rate", "0.05", "--cpu"]) == 0  # fmt: skip
     assert main(["adapt", "export-lora", str(lora), "--format", "kohya", "--out", str(kohya)]) == 0
     assert (

@@ -104,7 +104,11 @@ class PreferenceTrainer(Trainer):
             semantics=cfg.unlock_semantics,
         )
         if cfg.gradient_checkpointing:  # transformers' CLIP recomputes each encoder layer in backward
-            self.clip.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            kwargs = {"use_reentrant": False}
+            if hasattr(self.clip, "activation_checkpointing_enable"):  # its new name in transformers 5.2x
+                self.clip.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                self.clip.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         return ChoiceModel(self.clip)
 
     def after_optimizer_step(self, model: nn.Module) -> None:
