@@ -64,25 +64,31 @@ def shapes_data(tmp_path_factory) -> Path:
     )
 
 
+def tiny_run_settings(data: Path, base: Path, out: Path, **overrides) -> dict:
+    """The settings every tiny diffusion run of these tests shares (32 px, rank 4, batch 2, 3 steps,
+    a log row per step, no checkpoints, CPU); ``overrides`` win."""
+    return (
+        dict(
+            data=str(data),
+            base=str(base),
+            output_dir=str(out),
+            max_steps=3,
+            per_device_train_batch_size=2,
+            resolution=32,
+            rank=4,
+            save_steps=0,
+            logging_steps=1,
+            cpu=True,
+        )
+        | overrides
+    )
+
+
 def lora_config(data: Path, base: Path, out: Path, **overrides):
     """A LoRA run small enough for a CPU test: rank 4, 32 px, batch 2, a learning rate that shows."""
     from prefalign.adapt.config import LoraTrainingConfig
 
-    settings = dict(
-        data=str(data),
-        base=str(base),
-        output_dir=str(out),
-        max_steps=3,
-        per_device_train_batch_size=2,
-        resolution=32,
-        rank=4,
-        learning_rate=1e-2,
-        save_steps=0,
-        logging_steps=1,
-        cpu=True,
-    )
-    settings.update(overrides)
-    return LoraTrainingConfig(**settings)
+    return LoraTrainingConfig(**tiny_run_settings(data, base, out, **({"learning_rate": 1e-2} | overrides)))
 
 
 @pytest.fixture(scope="session")
@@ -104,44 +110,16 @@ def rwr_config(data: Path, base: Path, out: Path, **overrides):
     """A reward-weighted run small enough for a CPU test (the whole UNet trains by default)."""
     from prefalign.adapt.config import RewardWeightedConfig
 
-    settings = dict(
-        data=str(data),
-        base=str(base),
-        output_dir=str(out),
-        max_steps=3,
-        per_device_train_batch_size=2,
-        resolution=32,
-        rank=4,
-        learning_rate=1e-3,
-        save_steps=0,
-        logging_steps=1,
-        beta=0.5,
-        cpu=True,
-    )
-    settings.update(overrides)
-    return RewardWeightedConfig(**settings)
+    settings = {"learning_rate": 1e-3, "beta": 0.5} | overrides
+    return RewardWeightedConfig(**tiny_run_settings(data, base, out, **settings))
 
 
 def dpo_config(data: Path, base: Path, out: Path, **overrides):
     """A Diffusion-DPO LoRA run small enough for a CPU test."""
     from prefalign.adapt.dpo import DPOConfig
 
-    settings = dict(
-        data=str(data),
-        base=str(base),
-        output_dir=str(out),
-        max_steps=3,
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=1,
-        resolution=32,
-        rank=4,
-        learning_rate=1e-3,
-        save_steps=0,
-        logging_steps=1,
-        cpu=True,
-    )
-    settings.update(overrides)
-    return DPOConfig(**settings)
+    settings = {"learning_rate": 1e-3, "gradient_accumulation_steps": 1} | overrides
+    return DPOConfig(**tiny_run_settings(data, base, out, **settings))
 
 
 def make_trainer(kind: str, data: Path, base: Path, out: Path, cls=None, **overrides):

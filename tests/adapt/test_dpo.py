@@ -13,6 +13,8 @@ from prefalign.adapt.dpo import DPOConfig, DPOFineTuner, PairReport, dpo_loss, p
 from prefalign.adapt.errors import AdaptError
 from prefalign.data import Record, load_dataset, save_dataset
 
+from .conftest import dpo_config
+
 
 def test_loss_equals_a_hand_computation():
     mw, ml = torch.tensor([0.30, 0.10]), torch.tensor([0.20, 0.10])
@@ -100,22 +102,7 @@ def brighter_pairs(tmp_path_factory, tiny_sd):
 
 
 def _dpo_config(data, base, out, **overrides) -> DPOConfig:
-    settings = dict(
-        data=str(data),
-        base=str(base),
-        output_dir=str(out),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=1,
-        resolution=32,
-        rank=4,
-        learning_rate=1e-3,
-        save_steps=0,
-        logging_steps=1,
-        cpu=True,
-    )
-    settings.update(overrides)
-    return DPOConfig(**settings)
+    return dpo_config(data, base, out, **({"max_steps": 2, "per_device_train_batch_size": 4} | overrides))
 
 
 def test_reference_stays_bit_identical_and_is_the_base(tmp_path, brighter_pairs, tiny_sd):

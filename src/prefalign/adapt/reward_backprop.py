@@ -364,7 +364,6 @@ class RewardBackpropFineTuner(DiffusionFineTuner):
         self.reward = reward
         self.prompts = prompts
         self.validation_prompts = validation_prompts
-        self.eval_history: list[dict[str, float]] = []
         self.eval_rewards: dict[int, torch.Tensor] = {}  # step -> per-image held-out rewards
 
     # ------------------------------------------------------------------ setup
@@ -534,7 +533,6 @@ class RewardBackpropFineTuner(DiffusionFineTuner):
             "eval_reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
             "eval_images": int(rewards.numel()),
         }
-        self.eval_history.append(entry)
         self.eval_rewards[step] = rewards
         # In the run's log (kept in checkpoints, rewritten on resume) and the trackers.
         self.log.append(entry)
